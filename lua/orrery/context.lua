@@ -1,0 +1,135 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.context -- cancellation scopes with deadlines and values.
+--
+-- A context is a node in a tree rooted at the process's root context.
+-- Cancelling a node cancels its subtree and wakes every coroutine parked
+-- under it (host/sched.c does the waking; orrery.sched registers parked
+-- coroutines with their context). Coroutines started with orrery.go
+-- inherit the caller's context.
+local C = require "orrery.ffi"
+local sched = require "orrery.sched"
+
+local root = sched.root
+local Ctx = {}
+Ctx.__index = Ctx
+setmetatable(root, Ctx)
+
+local M = { Ctx = Ctx, root = root }
+
+local weak = { __mode = "k" }
+local chan -- orrery.chan, loaded lazily (it does not depend on us)
+
+local function is_ctx(v)
+  return type(v) == "table" and getmetatable(v) == Ctx
+end
+M.is_ctx = is_ctx
+
+local function cancel(c, err)
+  if c.e then return end
+  c.e = err
+  if c.timer then sched.timer_stop(c.timer) end
+  if c.parent then c.parent.children[c] = nil end
+  local code = sched.err_code(err)
+  if c == root then
+    C.orrery_ffi_wake_all(code)
+  else
+    for slot in pairs(c.parked) do C.orrery_ffi_wake(slot, code) end
+  end
+  if c.done_ch then c.done_ch:close() end
+  for child in pairs(c.children) do cancel(child, err) end
+end
+M.cancel = cancel
+
+local function parent_arg(fname, parent, argn)
+  if parent == nil then return sched.current_ctx() end
+  if not is_ctx(parent) then
+    error(("orrery.context.%s: bad argument #%d (context expected, got %s)")
+      :format(fname, argn, type(parent)), 3)
+  end
+  return parent
+end
+
+local function child(parent, deadline)
+  local pd = parent.dl
+  if pd and (not deadline or pd < deadline) then deadline = pd end
+  local c = setmetatable({ parent = parent, parked = {}, dl = deadline,
+    children = setmetatable({}, weak), values = parent.values }, Ctx)
+  if parent.e then
+    c.e = parent.e
+  else
+    parent.children[c] = true
+    if deadline and deadline ~= pd then
+      local left = deadline - C.orrery_ffi_now()
+      if left <= 0 then
+        cancel(c, "timeout")
+      else
+        c.timer = sched.new_timer(function() cancel(c, "timeout") end)
+        sched.timer_start(c.timer, left)
+      end
+    end
+  end
+  return c
+end
+
+function M.background() return root end
+function M.current() return sched.current_ctx() end
+
+function M.with_cancel(parent)
+  local c = child(parent_arg("with_cancel", parent, 1))
+  return c, function() cancel(c, "canceled") end
+end
+
+function M.with_deadline(t, parent)
+  if type(t) ~= "number" or t ~= t then
+    error("orrery.context.with_deadline: bad argument #1 (deadline as orrery.now() seconds expected)", 2)
+  end
+  local c = child(parent_arg("with_deadline", parent, 2), t)
+  return c, function() cancel(c, "canceled") end
+end
+
+function M.with_timeout(s, parent)
+  if type(s) ~= "number" or s ~= s then
+    error("orrery.context.with_timeout: bad argument #1 (timeout in seconds expected)", 2)
+  end
+  local c = child(parent_arg("with_timeout", parent, 2), C.orrery_ffi_now() + s)
+  return c, function() cancel(c, "canceled") end
+end
+
+function M.with_value(key, value, parent)
+  if key == nil then error("orrery.context.with_value: bad argument #1 (key must not be nil)", 2) end
+  local p = parent_arg("with_value", parent, 3)
+  local c = child(p)
+  c.values = { key = key, value = value, up = p.values }
+  return c
+end
+
+function Ctx:err() return self.e end
+function Ctx:deadline() return self.dl end
+function Ctx:cancel() cancel(self, "canceled") end
+
+function Ctx:value(key)
+  local v = self.values
+  while v do
+    if v.key == key then return v.value end
+    v = v.up
+  end
+end
+
+-- A channel that is closed when the context is cancelled; use it in select.
+function Ctx:done()
+  local d = self.done_ch
+  if not d then
+    chan = chan or require "orrery.chan"
+    d = chan.new(0, "ctx.done")
+    self.done_ch = d
+    if self.e then d:close() end
+  end
+  return d
+end
+
+function Ctx:__tostring()
+  return ("context%s%s"):format(self == root and " (root)" or "",
+    self.e and (" [" .. self.e .. "]") or "")
+end
+
+return M

@@ -1,0 +1,152 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.sched -- coroutine glue: per-slot tables, parking, contexts' hooks.
+--
+-- C (host/sched.c) owns the run queue and resumes coroutines; this module
+-- keeps the Lua half of each coroutine, indexed by its slot: the value a
+-- peer hands it (ibox), the value it offers while parked in a send (obox),
+-- its context (ctxs, nil meaning the root context) and where it was
+-- created (sites). C clears all four when a coroutine dies.
+local core = require "orrery.core"
+local C = require "orrery.ffi"
+local ffi = require "ffi"
+
+local yield = coroutine.yield
+
+local M = {}
+
+local ibox, obox, ctxs, sites = {}, {}, {}, {}
+core.set_tables { ibox, obox, ctxs, sites }
+M.ibox, M.obox, M.ctxs, M.sites = ibox, obox, ctxs, sites
+
+-- Wake codes (host/host.h).
+local WAKE_TIMEOUT, WAKE_CANCELED, WAKE_DEADLINE = -1, -2, -3
+M.WAKE_TIMEOUT, M.WAKE_CANCELED, M.WAKE_DEADLINE =
+  WAKE_TIMEOUT, WAKE_CANCELED, WAKE_DEADLINE
+
+-- The root context; contexts proper live in orrery.context, which fills in
+-- its methods. It is cancelled by SIGINT/SIGTERM.
+local root = { parked = false, children = setmetatable({}, { __mode = "k" }) }
+M.root = root
+
+local function err_code(err)
+  return err == "timeout" and WAKE_DEADLINE or WAKE_CANCELED
+end
+M.err_code = err_code
+
+-- Parks the coroutine in `slot` (C has already queued its waiters) until
+-- it is woken; returns the wake code. A cancelled context wakes it at once;
+-- otherwise the coroutine is registered with its context, and with xctx
+-- when the operation was given one explicitly, so that cancelling either
+-- wakes it.
+local function wait(slot, xctx)
+  local ctx = ctxs[slot] or root
+  local err = ctx.e or (xctx and xctx.e)
+  if err then
+    C.orrery_ffi_wake(slot, err_code(err))
+    return yield()
+  end
+  local p, xp = ctx.parked, xctx and xctx.parked
+  if p then p[slot] = true end
+  if xp then xp[slot] = true end
+  local code = yield()
+  if p then p[slot] = nil end
+  if xp then xp[slot] = nil end
+  return code
+end
+M.wait = wait
+
+-- Splits an optional wait argument into (timeout, ctx); fname names the
+-- function for the error message.
+function M.wait_opt(fname, argn, opt)
+  if opt == nil then return -1, nil end
+  local t = type(opt)
+  if t == "number" then
+    if opt ~= opt or opt < 0 then
+      error(("%s: bad argument #%d (timeout must be a non-negative number)")
+        :format(fname, argn), 3)
+    end
+    return opt, nil
+  end
+  if t == "table" and opt.parked ~= nil then return -1, opt end
+  error(("%s: bad argument #%d (timeout in seconds or context expected, got %s)")
+    :format(fname, argn, t), 3)
+end
+
+function M.current_ctx()
+  return ctxs[C.orrery_ffi_co_slot()] or root
+end
+
+-- Starts fn(...) in a new coroutine bound to ctx (nil: the caller's).
+function M.spawn(ctx, fn, ...)
+  local slot, id = core.spawn(fn, ...)
+  if ctx == nil then ctx = ctxs[C.orrery_ffi_co_slot()] end
+  if ctx ~= root then ctxs[slot] = ctx end
+  return id
+end
+
+-- Runs fn with the current coroutine bound to ctx, then restores the old
+-- binding, also when fn raises.
+function M.with_ctx(ctx, fn, ...)
+  local slot = C.orrery_ffi_co_slot()
+  if slot == 0 then error("orrery: not inside a coroutine", 3) end
+  local old = ctxs[slot]
+  ctxs[slot] = ctx ~= root and ctx or nil
+  local r = { pcall(fn, ...) }
+  ctxs[slot] = old
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, table.maxn(r))
+end
+
+-- Lua timers: C keeps the deadline in its heap and hands the id to the
+-- dispatcher when it passes. A timer is anchored in `armed` while armed.
+local armed, free_ids, next_id = {}, {}, 0
+
+local function release_id(id)
+  free_ids[#free_ids + 1] = id
+end
+
+function M.new_timer(cb)
+  local id
+  local n = #free_ids
+  if n > 0 then
+    id = free_ids[n]
+    free_ids[n] = nil
+  else
+    next_id = next_id + 1
+    id = next_id
+  end
+  local t = C.orrery_ffi_timer_new(id)
+  ffi.gc(t, function(p)
+    C.orrery_ffi_timer_free(p)
+    release_id(id)
+  end)
+  return { t = t, id = id, cb = cb }
+end
+
+function M.timer_start(tm, secs)
+  armed[tm.id] = tm
+  C.orrery_ffi_timer_start(tm.t, secs)
+end
+
+function M.timer_stop(tm)
+  armed[tm.id] = nil
+  return C.orrery_ffi_timer_stop(tm.t) ~= 0
+end
+
+local handlers = {}
+M.handlers = handlers
+
+core.set_dispatch(function(kind, arg)
+  if kind == "timer" then
+    local tm = armed[arg]
+    if tm then
+      armed[arg] = nil
+      tm.cb(tm)
+    end
+  else
+    local h = handlers[kind]
+    if h then h(arg) end
+  end
+end)
+
+return M

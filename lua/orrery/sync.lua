@@ -1,0 +1,120 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.sync -- waitgroup, mutex, semaphore and errgroup on channels.
+--
+-- Each primitive is a channel underneath, so waiting is FIFO, shows up in
+-- the coroutine dump as a channel wait, and accepts a timeout or context
+-- like any channel operation.
+local chan = require "orrery.chan"
+local sched = require "orrery.sched"
+local context = require "orrery.context"
+
+local M = {}
+
+local WaitGroup = {}
+WaitGroup.__index = WaitGroup
+
+function M.waitgroup()
+  return setmetatable({ n = 0 }, WaitGroup)
+end
+
+function WaitGroup:add(d)
+  if d == nil then d = 1 end
+  if type(d) ~= "number" or d % 1 ~= 0 then
+    error("orrery.waitgroup:add: bad argument #1 (integer expected)", 2)
+  end
+  local n = self.n + d
+  if n < 0 then error("orrery.waitgroup:add: negative counter", 2) end
+  self.n = n
+  if n == 0 and self.ch then
+    self.ch:close()
+    self.ch = nil
+  end
+end
+
+function WaitGroup:done() self:add(-1) end
+function WaitGroup:count() return self.n end
+
+-- wait([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
+function WaitGroup:wait(opt)
+  if self.n == 0 then return true end
+  local ch = self.ch
+  if not ch then
+    ch = chan.new(0, "waitgroup")
+    self.ch = ch
+  end
+  local _, _, err = ch:recv(opt)
+  if err == "closed" then return true end
+  return nil, err
+end
+
+local Mutex = {}
+Mutex.__index = Mutex
+
+function M.mutex()
+  return setmetatable({ ch = chan.new(1, "mutex") }, Mutex)
+end
+
+-- lock([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
+function Mutex:lock(opt) return self.ch:send(true, opt) end
+function Mutex:try_lock() return (self.ch:try_send(true)) end
+
+function Mutex:unlock()
+  local _, ok = self.ch:try_recv()
+  if not ok then error("orrery.mutex:unlock: unlock of unlocked mutex", 2) end
+end
+
+local Sem = {}
+Sem.__index = Sem
+
+function M.semaphore(n)
+  if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then
+    error("orrery.semaphore: bad argument #1 (positive integer expected)", 2)
+  end
+  return setmetatable({ ch = chan.new(n, "semaphore"), size = n }, Sem)
+end
+
+function Sem:acquire(opt) return self.ch:send(true, opt) end
+function Sem:try_acquire() return (self.ch:try_send(true)) end
+function Sem:available() return self.size - self.ch:len() end
+
+function Sem:release()
+  local _, ok = self.ch:try_recv()
+  if not ok then error("orrery.semaphore:release: release without acquire", 2) end
+end
+
+-- group([ctx]): errgroup. g:go(fn, ...) runs fn in a coroutine under the
+-- group's context; the first failure (an error raised, or fn returning
+-- nil/false plus an error value) cancels the context, and g:wait()
+-- returns that error once every coroutine of the group has ended.
+local Group = {}
+Group.__index = Group
+
+function M.group(parent)
+  local ctx, cancel = context.with_cancel(parent)
+  return setmetatable({ ctx = ctx, cancel = cancel, wg = M.waitgroup() }, Group)
+end
+
+function Group:go(fn, ...)
+  if type(fn) ~= "function" then
+    error("orrery.group:go: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
+  end
+  self.wg:add(1)
+  sched.spawn(self.ctx, function(...)
+    local ok, r1, r2 = xpcall(fn, debug.traceback, ...)
+    local err
+    if not ok then err = r1 elseif not r1 and r2 ~= nil then err = r2 end
+    if err ~= nil and self.err == nil then
+      self.err = err
+      self.cancel()
+    end
+    self.wg:done()
+  end, ...)
+end
+
+function Group:wait()
+  self.wg:wait()
+  self.cancel()
+  return self.err
+end
+
+return M

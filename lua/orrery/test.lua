@@ -1,0 +1,180 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.test -- test cases and assertions for `orrery test`.
+--
+-- A *_test.lua file registers cases with test(name, fn); the runner runs
+-- each in its own coroutine under its own context, so a case may spawn,
+-- block and select. Assertions raise errors that carry the caller's
+-- file:line and show the expected and the actual value.
+local M = { cases = {} }
+
+local function show(v, depth)
+  depth = depth or 0
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t ~= "table" or depth > 3 then return tostring(v) end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "number" or ta == "string" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  local parts, n = {}, #v
+  for _, k in ipairs(keys) do
+    if type(k) == "number" and k >= 1 and k <= n and k % 1 == 0 then
+      parts[#parts + 1] = show(v[k], depth + 1)
+    else
+      local ks = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. show(k, depth + 1) .. "]")
+      parts[#parts + 1] = ks .. " = " .. show(v[k], depth + 1)
+    end
+    if #parts > 40 then parts[#parts + 1] = "..."; break end
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+M.show = show
+
+local function deep_eq(a, b, seen)
+  if a == b then return true end
+  if a ~= a and b ~= b then return true end -- NaN
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  seen = seen or {}
+  if seen[a] == b then return true end
+  seen[a] = b
+  for k, v in pairs(a) do
+    if not deep_eq(v, b[k], seen) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+M.deep_eq = deep_eq
+
+local function fail(msg, level)
+  error(msg, (level or 1) + 2)
+end
+
+function M.fail(msg) fail(msg or "failed") end
+
+function M.ok(v, msg)
+  if not v then fail((msg and msg .. ": " or "") .. "expected a true value, got " .. show(v)) end
+  return v
+end
+
+function M.eq(actual, expected, msg)
+  if not deep_eq(actual, expected) then
+    fail(("%sexpected %s, got %s"):format(msg and msg .. ": " or "", show(expected), show(actual)))
+  end
+end
+
+function M.ne(actual, unexpected, msg)
+  if deep_eq(actual, unexpected) then
+    fail(("%sexpected anything but %s"):format(msg and msg .. ": " or "", show(unexpected)))
+  end
+end
+
+function M.near(actual, expected, eps, msg)
+  eps = eps or 1e-9
+  if type(actual) ~= "number" or math.abs(actual - expected) > eps then
+    fail(("%sexpected %s +/- %s, got %s"):format(msg and msg .. ": " or "", show(expected), eps, show(actual)))
+  end
+end
+
+function M.match(s, pattern, msg)
+  if type(s) ~= "string" or not s:find(pattern) then
+    fail(("%sexpected a string matching %s, got %s"):format(msg and msg .. ": " or "", show(pattern), show(s)))
+  end
+end
+
+-- raises(fn, pattern) -> the error message; fails unless fn raises an
+-- error whose message contains pattern (a plain substring).
+function M.raises(fn, pattern, msg)
+  local ok, err = pcall(fn)
+  if ok then fail((msg and msg .. ": " or "") .. "expected an error" .. (pattern and (" matching " .. show(pattern)) or "") .. ", got none") end
+  if pattern and not tostring(err):find(pattern, 1, true) then
+    fail(("%sexpected an error containing %s, got %s"):format(msg and msg .. ": " or "", show(pattern), show(err)))
+  end
+  return err
+end
+
+function M.skip(reason)
+  error({ skip = reason or "skipped" }, 2)
+end
+
+-- test(name, fn [, opts]): registers a case; opts.timeout (seconds,
+-- default 60) fails the case if it has not finished by then.
+function M.test(name, fn, opts)
+  if type(name) ~= "string" then error("orrery.test.test: bad argument #1 (name expected)", 2) end
+  if type(fn) ~= "function" then error("orrery.test.test: bad argument #2 (function expected)", 2) end
+  local info = debug.getinfo(2, "Sl")
+  M.cases[#M.cases + 1] = { name = name, fn = fn, opts = opts or {},
+    where = info.short_src .. ":" .. info.currentline }
+end
+setmetatable(M, { __call = function(_, ...) return M.test(...) end })
+
+-- The orrery executable, for tests that run a child process.
+M.exe = (function()
+  local p = io.popen("readlink /proc/" .. "self/exe 2>/dev/null")
+  local s = p and p:read("*l")
+  if p then p:close() end
+  return s
+end)()
+do -- /proc/self in popen is the shell; ask for our own pid instead
+  local f = io.open("/proc/self/stat")
+  local pid = f and f:read("*l"):match("^(%d+)")
+  if f then f:close() end
+  if pid then
+    local p = io.popen("readlink /proc/" .. pid .. "/exe")
+    M.exe = p:read("*l") or M.exe
+    p:close()
+  end
+end
+
+local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+M.shquote = shquote
+
+-- run(args [, opts]) -> status, stdout, stderr: runs the orrery binary
+-- with the given argument list; opts.stdin feeds its standard input and
+-- opts.env is a table of extra environment variables. Blocks the loop
+-- while the child runs, which is fine for a test.
+function M.run(args, opts)
+  opts = opts or {}
+  local out, err = os.tmpname(), os.tmpname()
+  local cmd = { }
+  for k, v in pairs(opts.env or {}) do cmd[#cmd + 1] = k .. "=" .. shquote(v) end
+  cmd[#cmd + 1] = shquote(opts.exe or M.exe)
+  for _, a in ipairs(args) do cmd[#cmd + 1] = shquote(a) end
+  local inf
+  if opts.stdin then
+    inf = os.tmpname()
+    local f = io.open(inf, "w"); f:write(opts.stdin); f:close()
+    cmd[#cmd + 1] = "<" .. inf
+  else
+    cmd[#cmd + 1] = "</dev/null"
+  end
+  cmd[#cmd + 1] = ">" .. out .. " 2>" .. err
+  local line = table.concat(cmd, " ") .. "; echo $?"
+  local p = io.popen(line)
+  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  local function slurp(f) local h = io.open(f); local s = h:read("*a"); h:close(); os.remove(f); return s end
+  local so, se = slurp(out), slurp(err)
+  if inf then os.remove(inf) end
+  return status, so, se
+end
+
+-- script(src [, opts]) -> status, stdout, stderr: writes src to a temporary
+-- file and runs it with the orrery binary (opts.args are its arguments).
+function M.script(src, opts)
+  opts = opts or {}
+  local f = os.tmpname() .. ".lua"
+  local h = io.open(f, "w"); h:write(src); h:close()
+  local args = { f }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local st, so, se = M.run(args, opts)
+  os.remove(f)
+  return st, so, se
+end
+
+return M

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# deps.sh -- installs the Debian 12 packages orrery needs, if missing.
+# Idempotent; runs apt-get as root or through sudo. Extra package names
+# given as arguments are installed too (benchmarks and tests use this).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev
+  libcjson-dev libssl-dev node-llhttp libedit-dev libsqlite3-dev libpq-dev
+  "$@")
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "deps.sh: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

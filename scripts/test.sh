@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# test.sh -- installs what is missing, builds, and runs the whole suite:
+# the Lua tests with the release build, then again with the
+# AddressSanitizer + UndefinedBehaviorSanitizer build (leak checks on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+bin=$(scripts/build.sh release)
+echo "== tests (release)"
+"$bin" test tests
+if [ "${ORRERY_SKIP_SANITIZE:-}" != 1 ]; then
+  echo "== tests (ASan + UBSan)"
+  asan=$(scripts/build.sh sanitize)
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ORRERY_SANITIZED=1 "$asan" test tests
+fi
