@@ -9,6 +9,14 @@ pkgs=(build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev
   "$@")
 missing=()
 for p in "${pkgs[@]}"; do
+  if [ "$p" = luajit ] || [ "$p" = libluajit-5.1-dev ]; then
+    # Debian's luajit binary package pulls in the original LuaJIT library,
+    # which replaces libluajit2-5.1-dev (OpenResty's fork, GC64) that orrery
+    # builds against. For a plain-LuaJIT baseline, run Lua code with
+    # `orrery -e` or a script: it is LuaJIT 2.1 with coroutine.* intact.
+    echo "deps.sh: refusing to install $p (conflicts with libluajit2-5.1-dev); use the orrery binary as plain LuaJIT" >&2
+    continue
+  fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
