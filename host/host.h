@@ -169,6 +169,9 @@ int luaopen_orrery_core(lua_State *L);
 void lcore_dispatch(host_t *h, const char *kind, int32_t arg);
 void lcore_clear_slot(host_t *h, int32_t slot);
 
+/* alloc.c */
+lua_State *alloc_newstate(void);
+
 /* modules.c */
 void modules_preload(lua_State *L);
 

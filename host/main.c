@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  lua_State *L = luaL_newstate();
+  lua_State *L = alloc_newstate();
   if (!L) {
     fputs("orrery: cannot create Lua state\n", stderr);
     return 1;
