@@ -94,6 +94,20 @@ function M.coroutines()
   return list
 end
 
+-- Drops the runtime's own frames (the yield inside a wait) from a
+-- traceback so that the dump shows where user code is blocked.
+local function tidy(tb)
+  if not tb then return "  (not started)" end
+  local out = {}
+  for line in tb:gmatch("[^\n]+") do
+    if not line:find("^stack traceback") and not line:find("[orrery]", 1, true)
+      and not line:find("[C]: in function 'yield'", 1, true) then
+      out[#out + 1] = "  " .. line:gsub("^%s+", "")
+    end
+  end
+  return table.concat(out, "\n")
+end
+
 -- dump() -> text listing every coroutine, as printed on deadlock/SIGQUIT.
 function M.dump()
   local now = C.orrery_ffi_now()
@@ -110,8 +124,8 @@ function M.dump()
       end
     end
     out[#out + 1] = string.format("coroutine %d%s [%s]:\ncreated at %s\n%s\n",
-      c.id, c.main and " (main)" or "", what, c.site or "?",
-      (c.traceback or "stack traceback: (not started)"):gsub("\n", "\n  "))
+      c.id, c.main and " (main)" or "", what, c.main and "startup" or c.site or "?",
+      tidy(c.traceback))
   end
   return table.concat(out, "\n")
 end

@@ -24,15 +24,24 @@ local function is_ctx(v)
 end
 M.is_ctx = is_ctx
 
+-- The root context is special: SIGINT/SIGTERM "cancel" it to start the
+-- graceful shutdown. That wakes every operation parked at that moment with
+-- "canceled", closes root:done() and makes root:err() return "canceled",
+-- and cancels every context derived from it so far; but waits that start
+-- afterwards in coroutines bound to the root still block normally, and
+-- contexts made from the root afterwards start uncancelled, so that the
+-- grace period can be used to finish work (flush, answer, clean up).
 local function cancel(c, err)
-  if c.e then return end
-  c.e = err
-  if c.timer then sched.timer_stop(c.timer) end
-  if c.parent then c.parent.children[c] = nil end
-  local code = sched.err_code(err)
   if c == root then
-    C.orrery_ffi_wake_all(code)
+    if root.shutdown then return end
+    root.shutdown = err
+    C.orrery_ffi_wake_all(sched.err_code(err))
   else
+    if c.e then return end
+    c.e = err
+    if c.timer then sched.timer_stop(c.timer) end
+    if c.parent then c.parent.children[c] = nil end
+    local code = sched.err_code(err)
     for slot in pairs(c.parked) do C.orrery_ffi_wake(slot, code) end
   end
   if c.done_ch then c.done_ch:close() end
@@ -103,7 +112,7 @@ function M.with_value(key, value, parent)
   return c
 end
 
-function Ctx:err() return self.e end
+function Ctx:err() return self.e or (self == root and root.shutdown or nil) end
 function Ctx:deadline() return self.dl end
 function Ctx:cancel() cancel(self, "canceled") end
 
@@ -122,7 +131,7 @@ function Ctx:done()
     chan = chan or require "orrery.chan"
     d = chan.new(0, "ctx.done")
     self.done_ch = d
-    if self.e then d:close() end
+    if self.e or (self == root and root.shutdown) then d:close() end
   end
   return d
 end
