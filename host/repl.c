@@ -11,12 +11,22 @@
 #include "host.h"
 
 /* The REPL coroutine parks in core.readline() while the loop keeps running
- * other coroutines; a uv_poll on stdin feeds libedit's callback interface
- * (on a terminal) or a plain line splitter (on a pipe). Input that cannot
- * be polled, such as a regular file, is read with blocking stdio. */
+ * other coroutines. On a terminal, libedit's blocking readline() runs in a
+ * thread of its own that reads one line per request and hands it over
+ * through a uv_async (libedit's callback interface loses type-ahead when
+ * the handler is swapped between lines). On a pipe, a uv_poll feeds a
+ * plain line splitter. Input that cannot be polled, such as a regular
+ * file, is read with blocking stdio. */
 struct repl_s {
   uv_poll_t poll;
-  int polling, tty, eof, installed;
+  int polling, tty, eof;
+  uv_thread_t thread; /* tty: the reader thread and its handshake */
+  uv_sem_t want;
+  uv_async_t async;
+  int thread_started, async_open;
+  char prompt[64];
+  char *tline; /* written by the reader thread before uv_async_send */
+  int teof;
   co_t *waiter;
   char *line; /* a completed line waiting for core.readline */
   int have_line;
@@ -28,7 +38,7 @@ static struct repl_s *repl_of(host_t *h) {
   if (!h->repl) {
     h->repl = calloc(1, sizeof(struct repl_s));
     h->repl->tty = isatty(0);
-    if (uv_poll_init(h->loop, &h->repl->poll, 0) == 0) {
+    if (!h->repl->tty && uv_poll_init(h->loop, &h->repl->poll, 0) == 0) {
       h->repl->polling = 1;
       h->repl->poll.data = h;
     }
@@ -41,7 +51,7 @@ static void deliver(host_t *h, char *line, int eof) {
   r->line = line;
   r->have_line = 1;
   r->eof = eof;
-  uv_poll_stop(&r->poll);
+  if (r->polling) uv_poll_stop(&r->poll);
   if (r->waiter) {
     co_t *co = r->waiter;
     r->waiter = NULL;
@@ -49,14 +59,25 @@ static void deliver(host_t *h, char *line, int eof) {
   }
 }
 
-static void on_rl_line(char *line) {
-  host_t *h = host_current;
-  if (h->repl->installed) {
-    rl_callback_handler_remove();
-    h->repl->installed = 0;
+static void reader_thread(void *arg) {
+  struct repl_s *r = arg;
+  for (;;) {
+    uv_sem_wait(&r->want);
+    char *line = readline(r->prompt);
+    if (line && *line) add_history(line);
+    r->tline = line;
+    r->teof = line == NULL;
+    uv_async_send(&r->async);
+    if (!line) return;
   }
-  if (line && *line) add_history(line);
-  deliver(h, line, line == NULL);
+}
+
+static void on_async(uv_async_t *a) {
+  host_t *h = a->data;
+  struct repl_s *r = h->repl;
+  char *line = r->tline;
+  r->tline = NULL;
+  deliver(h, line, r->teof);
 }
 
 /* Splits one line off the pipe buffer, if a whole one is there. */
@@ -76,10 +97,6 @@ static int split_line(struct repl_s *r, char **out) {
 static void on_poll(uv_poll_t *p, int status, int events) {
   host_t *h = p->data;
   struct repl_s *r = h->repl;
-  if (r->tty) {
-    rl_callback_read_char();
-    return;
-  }
   if (r->cap - r->len < 4096) {
     r->cap = r->cap ? r->cap * 2 : 8192;
     r->buf = realloc(r->buf, r->cap);
@@ -107,7 +124,7 @@ static void unpark_repl(co_t *co) {
   host_t *h = host_current;
   if (h->repl && h->repl->waiter == co) {
     h->repl->waiter = NULL;
-    uv_poll_stop(&h->repl->poll);
+    if (h->repl->polling) uv_poll_stop(&h->repl->poll);
   }
 }
 
@@ -139,7 +156,7 @@ int repl_readline(lua_State *L) {
     free(line);
     return 1;
   }
-  if (!r->polling || !h->current) {
+  if ((!r->tty && !r->polling) || !h->current) {
     /* Blocking fallback: a regular file on stdin. */
     char *got = NULL;
     size_t cap = 0;
@@ -161,12 +178,23 @@ int repl_readline(lua_State *L) {
     free(got);
     return 1;
   }
-  if (r->tty && !r->installed) {
-    rl_callback_handler_install(prompt, on_rl_line);
-    r->installed = 1;
-  }
   r->waiter = h->current;
-  uv_poll_start(&r->poll, UV_READABLE | UV_DISCONNECT, on_poll);
+  if (r->tty) {
+    snprintf(r->prompt, sizeof(r->prompt), "%s", prompt);
+    if (!r->async_open) {
+      uv_async_init(h->loop, &r->async, on_async);
+      r->async.data = h;
+      r->async_open = 1;
+      uv_sem_init(&r->want, 0);
+    }
+    if (!r->thread_started) {
+      uv_thread_create(&r->thread, reader_thread, r);
+      r->thread_started = 1;
+    }
+    uv_sem_post(&r->want);
+  } else {
+    uv_poll_start(&r->poll, UV_READABLE | UV_DISCONNECT, on_poll);
+  }
   h->current->unpark = unpark_repl;
   h->current->wait_what = "stdin";
   sched_park(h, h->current, WAIT_IO, -1);
@@ -178,8 +206,12 @@ int repl_readline(lua_State *L) {
 
 void repl_close(host_t *h) {
   if (!h->repl) return;
-  if (h->repl->installed) rl_callback_handler_remove();
   if (h->repl->polling) uv_close((uv_handle_t *)&h->repl->poll, NULL);
+  if (h->repl->async_open) uv_close((uv_handle_t *)&h->repl->async, NULL);
+  /* A reader thread blocked in readline() is left to die with the
+   * process; one that saw the end of input has returned. */
+  if (h->repl->thread_started && h->repl->teof)
+    uv_thread_join(&h->repl->thread);
   free(h->repl->buf);
   free(h->repl->line);
   /* The poll handle lives inside the struct: free it once closed. */
