@@ -123,6 +123,7 @@ struct host_s {
   co_t *ready_head, *ready_tail;
   co_t *current;
   co_t *main;
+  double tick; /* coarse time of the current scheduling round */
   /* Timer heap: every sleep, operation timeout and Lua timer. */
   tmr_t **heap;
   uint32_t heap_len, heap_cap;

@@ -31,7 +31,7 @@ void lcore_clear_slot(host_t *h, int32_t slot) {
   for (int i = 1; i <= TAB_COUNT; i++) {
     lua_rawgeti(L, -1, i);
     if (lua_istable(L, -1)) {
-      lua_pushnil(L);
+      lua_pushboolean(L, 0); /* false keeps the slot in the array part */
       lua_rawseti(L, -2, slot);
     }
     lua_pop(L, 1);
@@ -104,22 +104,33 @@ static int l_spawn_main(lua_State *L) {
 
 static const char *state_name(int st) {
   switch (st) {
-  case CO_READY: return "runnable";
-  case CO_RUNNING: return "running";
-  case CO_PARKED: return "waiting";
-  default: return "dead";
+  case CO_READY:
+    return "runnable";
+  case CO_RUNNING:
+    return "running";
+  case CO_PARKED:
+    return "waiting";
+  default:
+    return "dead";
   }
 }
 
 static const char *wait_name(int k) {
   switch (k) {
-  case WAIT_RECV: return "chan receive";
-  case WAIT_SEND: return "chan send";
-  case WAIT_SELECT: return "select";
-  case WAIT_SLEEP: return "sleep";
-  case WAIT_IO: return "io";
-  case WAIT_EXTERNAL: return "external";
-  default: return NULL;
+  case WAIT_RECV:
+    return "chan receive";
+  case WAIT_SEND:
+    return "chan send";
+  case WAIT_SELECT:
+    return "select";
+  case WAIT_SLEEP:
+    return "sleep";
+  case WAIT_IO:
+    return "io";
+  case WAIT_EXTERNAL:
+    return "external";
+  default:
+    return NULL;
   }
 }
 

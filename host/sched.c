@@ -129,7 +129,7 @@ static void co_retire(host_t *h, co_t *co) {
 void sched_park(host_t *h, co_t *co, int kind, double timeout) {
   co->state = CO_PARKED;
   co->wait_kind = (uint8_t)kind;
-  co->since = coarse_now();
+  co->since = h->tick;
   if (timeout >= 0) timer_start(h, &co->tmr, sched_now() + timeout);
 }
 
@@ -186,7 +186,10 @@ static void report_error(host_t *h, co_t *co, int is_main) {
 
 static void run_ready(host_t *h) {
   co_t *co;
+  uint32_t n = 0;
+  h->tick = coarse_now();
   while (!h->exiting && (co = h->ready_head)) {
+    if ((++n & 255) == 0) h->tick = coarse_now();
     h->ready_head = co->next_ready;
     if (!h->ready_head) h->ready_tail = NULL;
     co->next_ready = NULL;
@@ -203,7 +206,7 @@ static void run_ready(host_t *h) {
     int st = lua_resume(co->L, nargs);
     h->current = NULL;
     if (st == LUA_YIELD) {
-      lua_settop(co->L, 0);
+      if (lua_gettop(co->L)) lua_settop(co->L, 0);
       if (co->state == CO_RUNNING) {
         /* A plain yield: run again after everything already queued. */
         co->state = CO_READY;

@@ -79,7 +79,7 @@ function Chan:send(v, opt)
     local slot = iob[1]
     obox[slot] = v
     local code = wait(slot, xctx)
-    obox[slot] = nil
+    obox[slot] = false
     if code >= 0 then
       if band(code, 3) ~= 0 then send_closed("orrery.chan:send") end
       return true
@@ -135,7 +135,7 @@ function Chan:recv(opt)
     if code >= 0 then
       if band(code, 3) == 0 then
         local v = ibox[slot]
-        ibox[slot] = nil
+        ibox[slot] = false
         return v, true
       end
       return nil, false, "closed"
@@ -241,13 +241,13 @@ function M.select(cases)
     local slot = iob[1]
     obox[slot] = cases
     local code = wait(slot, xctx)
-    obox[slot] = nil
+    obox[slot] = false
     if code < 0 then return nil, wake_err(code) end
     local i, st = rshift(code, 2), band(code, 3)
     if cases[i].kind == 1 then
       if st ~= 0 then return i, nil, false end
       local v = ibox[slot]
-      ibox[slot] = nil
+      ibox[slot] = false
       return i, v, true
     end
     if st ~= 0 then send_closed("orrery.select") end

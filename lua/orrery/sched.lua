@@ -14,8 +14,24 @@ local yield = coroutine.yield
 
 local M = {}
 
-local ibox, obox, ctxs, sites = {}, {}, {}, {}
-core.set_tables { ibox, obox, ctxs, sites }
+-- These tables are kept dense (false, never nil, in unused slots) so that
+-- every slot lives in the array part: a slot in the hash part costs a
+-- chained lookup on every channel operation and a rehash now and then.
+local tnew = require "table.new"
+local INITIAL = 1024
+local ibox, obox, ctxs, sites = tnew(INITIAL, 0), tnew(INITIAL, 0), tnew(INITIAL, 0), tnew(INITIAL, 0)
+local tables = { ibox, obox, ctxs, sites }
+local tables_cap = 0
+local function grow(upto)
+  for _, t in ipairs(tables) do
+    for i = tables_cap + 1, upto do
+      if t[i] == nil then t[i] = false end
+    end
+  end
+  tables_cap = upto
+end
+grow(INITIAL)
+core.set_tables(tables)
 M.ibox, M.obox, M.ctxs, M.sites = ibox, obox, ctxs, sites
 
 -- Wake codes (host/host.h).
@@ -79,6 +95,7 @@ end
 -- Starts fn(...) in a new coroutine bound to ctx (nil: the caller's).
 function M.spawn(ctx, fn, ...)
   local slot, id = core.spawn(fn, ...)
+  if slot > tables_cap then grow(slot * 2) end
   if ctx == nil then ctx = ctxs[C.orrery_ffi_co_slot()] end
   if ctx ~= root then ctxs[slot] = ctx end
   return id
@@ -90,7 +107,7 @@ function M.with_ctx(ctx, fn, ...)
   local slot = C.orrery_ffi_co_slot()
   if slot == 0 then error("orrery: not inside a coroutine", 3) end
   local old = ctxs[slot]
-  ctxs[slot] = ctx ~= root and ctx or nil
+  ctxs[slot] = ctx ~= root and ctx or false
   local r = { pcall(fn, ...) }
   ctxs[slot] = old
   if not r[1] then error(r[2], 0) end
