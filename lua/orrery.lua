@@ -50,10 +50,10 @@ local function scoped(fname, mk, arg, fn, ...)
     error(("orrery.%s: bad argument #2 (function expected, got %s)"):format(fname, type(fn)), 3)
   end
   local ctx, cancel = mk(arg)
-  local r = { pcall(sched.with_ctx, ctx, fn, ...) }
+  local r = sched.pack(pcall(sched.with_ctx, ctx, fn, ...))
   cancel()
   if not r[1] then error(r[2], 0) end
-  return unpack(r, 2, table.maxn(r))
+  return unpack(r, 2, r.n)
 end
 
 -- with_timeout(s, fn, ...): runs fn under a child context that expires

@@ -101,6 +101,9 @@ function M.spawn(ctx, fn, ...)
   return id
 end
 
+local function pack(...) return { n = select("#", ...), ... } end
+M.pack = pack
+
 -- Runs fn with the current coroutine bound to ctx, then restores the old
 -- binding, also when fn raises.
 function M.with_ctx(ctx, fn, ...)
@@ -108,10 +111,10 @@ function M.with_ctx(ctx, fn, ...)
   if slot == 0 then error("orrery: not inside a coroutine", 3) end
   local old = ctxs[slot]
   ctxs[slot] = ctx ~= root and ctx or false
-  local r = { pcall(fn, ...) }
+  local r = pack(pcall(fn, ...))
   ctxs[slot] = old
   if not r[1] then error(r[2], 0) end
-  return unpack(r, 2, table.maxn(r))
+  return unpack(r, 2, r.n)
 end
 
 -- Lua timers: C keeps the deadline in its heap and hands the id to the
