@@ -12,9 +12,8 @@ for p in "${pkgs[@]}"; do
   if [ "$p" = luajit ] || [ "$p" = libluajit-5.1-dev ]; then
     # Debian's luajit binary package pulls in the original LuaJIT library,
     # which replaces libluajit2-5.1-dev (OpenResty's fork, GC64) that orrery
-    # builds against. For a plain-LuaJIT baseline, run Lua code with
-    # `orrery -e` or a script: it is LuaJIT 2.1 with coroutine.* intact.
-    echo "deps.sh: refusing to install $p (conflicts with libluajit2-5.1-dev); use the orrery binary as plain LuaJIT" >&2
+    # builds against. Debian's luajit2 package has the same fork's binary.
+    echo "deps.sh: refusing to install $p (conflicts with libluajit2-5.1-dev); install luajit2 instead" >&2
     continue
   fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

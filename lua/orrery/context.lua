@@ -31,20 +31,26 @@ M.is_ctx = is_ctx
 -- afterwards in coroutines bound to the root still block normally, and
 -- contexts made from the root afterwards start uncancelled, so that the
 -- grace period can be used to finish work (flush, answer, clean up).
+--
+-- done() is closed before the parked operations are woken, so that a
+-- coroutine of this context parked in a select on ctx:done() wakes with
+-- that case chosen: the same result it gets when the context was already
+-- cancelled before the select.
 local function cancel(c, err)
   if c == root then
     if root.shutdown then return end
     root.shutdown = err
+    if c.done_ch then c.done_ch:close() end
     C.orrery_ffi_wake_all(sched.err_code(err))
   else
     if c.e then return end
     c.e = err
     if c.timer then sched.timer_stop(c.timer) end
     if c.parent then c.parent.children[c] = nil end
+    if c.done_ch then c.done_ch:close() end
     local code = sched.err_code(err)
     for slot in pairs(c.parked) do C.orrery_ffi_wake(slot, code) end
   end
-  if c.done_ch then c.done_ch:close() end
   for child in pairs(c.children) do cancel(child, err) end
 end
 M.cancel = cancel
@@ -61,7 +67,7 @@ end
 local function child(parent, deadline)
   local pd = parent.dl
   if pd and (not deadline or pd < deadline) then deadline = pd end
-  local c = setmetatable({ parent = parent, parked = {}, dl = deadline,
+  local c = setmetatable({ e = false, parent = parent, parked = {}, dl = deadline,
     children = setmetatable({}, weak), values = parent.values }, Ctx)
   if parent.e then
     c.e = parent.e

@@ -41,7 +41,9 @@ M.WAKE_TIMEOUT, M.WAKE_CANCELED, M.WAKE_DEADLINE =
 
 -- The root context; contexts proper live in orrery.context, which fills in
 -- its methods. It is cancelled by SIGINT/SIGTERM.
-local root = { parked = false, children = setmetatable({}, { __mode = "k" }) }
+-- e (the error) is false rather than absent so that the check in wait()
+-- is one hit in the table instead of a miss and a metatable lookup.
+local root = { e = false, parked = false, children = setmetatable({}, { __mode = "k" }) }
 M.root = root
 
 local function err_code(err)
