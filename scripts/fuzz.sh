@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# fuzz.sh [target...] -- builds the libFuzzer targets (host/fuzz_*.c) with
+# clang into build-fuzz/ and runs each for FUZZ_SECONDS (default 30) from
+# a small seed corpus written to a temporary directory. Crashing inputs
+# are kept in build-fuzz/artifacts/<target>/. Extra libFuzzer flags can be
+# passed in FUZZ_FLAGS, e.g. FUZZ_FLAGS=-jobs=4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh clang libclang-rt-14-dev
+seconds=${FUZZ_SECONDS:-30}
+
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  targets=()
+  for f in host/fuzz_*.c; do
+    [ -e "$f" ] && targets+=("$(basename "$f" .c)")
+  done
+fi
+if [ ${#targets[@]} -eq 0 ]; then
+  echo "fuzz.sh: no fuzz targets in host/" >&2
+  exit 1
+fi
+
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DORRERY_FUZZ=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >&2
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Seeds and a dictionary per target; a target without them starts empty.
+seed_fuzz_json() {
+  local dir=$1 i=0
+  # $'...' seeds hold raw bytes; the others are JSON text as written.
+  local seeds=(
+    '{"a":[1,2.5,-0,1e10,true,false,null],"b":{"c":"d"}}'
+    '[]' '{}' '"\u0000\ud83d\ude00\n\t\\\/"' '0' '-1.5e-300' '9007199254740993'
+    '[[[[[[[[[[1]]]]]]]]]]' '{"a":1,"a":2}' $'"caf\u00e9 \xe2\x82\xac \xf0\x9f\x98\x80"'
+    '[1e999]' '01' '1.' '"\ud800"' $'"\xc0\xaf"' $'"\xed\xa0\x80"' '[1,]'
+    ' {"k" : [ "v" ] } ' '123456789012345678901234567890' '0.000000000000000000000000000001'
+  )
+  for s in "${seeds[@]}"; do
+    printf '%s' "$s" >"$dir/seed$i"
+    i=$((i + 1))
+  done
+  cat >"$work/fuzz_json.dict" <<'EOF'
+"{"
+"}"
+"["
+"]"
+","
+":"
+"\""
+"\\"
+"\\u"
+"\\ud800"
+"\\udc00"
+"true"
+"false"
+"null"
+"-"
+"."
+"e+"
+"E-"
+"0"
+"1e308"
+"\xc2\x80"
+"\xe2\x82\xac"
+"\xf0\x9f\x98\x80"
+"\xed\xa0\x80"
+EOF
+}
+
+status=0
+for t in "${targets[@]}"; do
+  corpus="$work/$t"
+  mkdir -p "$corpus" "build-fuzz/artifacts/$t"
+  flags=()
+  if declare -F "seed_$t" >/dev/null; then
+    "seed_$t" "$corpus"
+    [ -f "$work/$t.dict" ] && flags+=("-dict=$work/$t.dict")
+  fi
+  echo "== $t (${seconds}s)" >&2
+  # shellcheck disable=SC2086
+  if ! "build-fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t/" \
+    "${flags[@]}" ${FUZZ_FLAGS:-} "$corpus"; then
+    echo "fuzz.sh: $t failed; see build-fuzz/artifacts/$t/" >&2
+    status=1
+  fi
+done
+exit $status
