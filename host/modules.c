@@ -7,6 +7,9 @@
  * under lua/. Add new C modules to this table. */
 static const luaL_Reg preload[] = {
     {"orrery.core", luaopen_orrery_core},
+    {"orrery.json.core", luaopen_orrery_json_core},
+    {"orrery.net.core", luaopen_orrery_net_core},
+    {"orrery.http.core", luaopen_orrery_http_core},
     {NULL, NULL},
 };
 

@@ -1,0 +1,618 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.http.server -- the HTTP/1.1 server: listeners, one coroutine per
+-- connection, request objects, response encoding, graceful shutdown.
+--
+-- host/http_server.c parses requests (llhttp, strict) and frames responses;
+-- this module owns the policy: handler calls, errors, timeouts, limits on
+-- connections, logging and shutdown (docs/http.md).
+local hcore = require "orrery.http.core"
+local ncore = require "orrery.net.core"
+local net = require "orrery.net"
+local sched = require "orrery.sched"
+local context = require "orrery.context"
+local chan = require "orrery.chan"
+local C = require "orrery.ffi"
+
+local wait, ctxs = sched.wait, sched.ctxs
+local hnext, hrespond, hheader, hbody, hread = hcore.next, hcore.respond, hcore.header, hcore.body, hcore.read
+local hstart, hchunk, hfinish, hwstatus = hcore.start, hcore.chunk, hcore.finish, hcore.write_status
+local CODE_SHUTDOWN = hcore.CODE_SHUTDOWN
+local WAKE_TIMEOUT, WAKE_CANCELED = sched.WAKE_TIMEOUT, sched.WAKE_CANCELED
+local type, pcall, xpcall, tostring, setmetatable, getmetatable, error =
+  type, pcall, xpcall, tostring, setmetatable, getmetatable, error
+local traceback = debug.traceback
+local co_slot = C.orrery_ffi_co_slot
+
+local M = {}
+
+local TEXT = "text/plain; charset=utf-8"
+local JSON = "application/json"
+
+M.defaults = {
+  host = "0.0.0.0",
+  port = 8080,
+  backlog = 511,
+  max_header_bytes = 16384,
+  max_uri_length = 8192,
+  max_headers = 100,
+  max_body_size = 1048576,
+  max_connections = 4096,
+  read_header_timeout = 10,
+  read_body_timeout = 30,
+  write_timeout = 30,
+  idle_timeout = 60,
+  handler_timeout = false,
+  shutdown_timeout = 4,
+  linger = 2,
+  access_log = false,
+}
+
+-- -- Errors with a status --
+
+local HttpError = {}
+HttpError.__index = HttpError
+HttpError.__tostring = function(e)
+  return ("http error %d: %s"):format(e.status, tostring(e.body))
+end
+M.HttpError = HttpError
+
+--- http.error(status [, body [, headers]]): raises an error that the server
+-- answers with this status instead of 500.
+function M.error(status, body, headers)
+  if type(status) ~= "number" or status < 100 or status > 999 then
+    error("orrery.http.error: bad argument #1 (status expected)", 2)
+  end
+  error(setmetatable({ status = status, body = body, headers = headers }, HttpError), 2)
+end
+
+local json
+local function json_mod()
+  if json == nil then
+    local ok, m = pcall(require, "orrery.json")
+    json = ok and m or false
+  end
+  return json
+end
+
+-- -- Requests --
+
+local Req = {}
+M.Req = Req
+local EMPTY = setmetatable({}, { __newindex = function() error("req.params is read-only here", 2) end })
+
+local function unescape(s)
+  if not s:find("%", 1, true) then return s end
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+M.unescape = unescape
+
+local function parse_query(qs)
+  local q, all = {}, {}
+  for pair in qs:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k = unescape((k:gsub("+", " ")))
+    v = unescape((v:gsub("+", " ")))
+    if q[k] == nil then q[k] = v end
+    local l = all[k]
+    if l then l[#l + 1] = v else all[k] = { v } end
+  end
+  return q, all
+end
+M.parse_query = parse_query
+
+local req_mt = {
+  __index = function(r, k)
+    local m = Req[k]
+    if m ~= nil then return m end
+    if k == "headers" then
+      local h = hcore.headers(r._c, r._seq)
+      r.headers = h
+      return h
+    elseif k == "query" then
+      local q, all = parse_query(r.raw_query)
+      r.query, r._qall = q, all
+      return q
+    elseif k == "params" then
+      return EMPTY
+    end
+  end,
+  __tostring = function(r) return ("http request %s %s"):format(r.method, r.path) end,
+}
+M.req_mt = req_mt
+
+--- req:header(name) -> value (repeated fields joined with ", ") | nil
+function Req:header(name)
+  return hheader(self._c, self._seq, name)
+end
+
+--- req:header_values(name) -> { value, ... }
+function Req:header_values(name)
+  return hcore.header_values(self._c, self._seq, name)
+end
+
+--- req:query_all(name) -> { value, ... }
+function Req:query_all(name)
+  local _ = self.query
+  return self._qall[name] or {}
+end
+
+-- Waits for a body call; a wake code that is a spurious cancellation (the
+-- root context's, which does not reach the server's contexts) is retried.
+local function body_call(self, fn)
+  local c, seq = self._c, self._seq
+  local r, e = fn(c, seq, 0)
+  while r == false do
+    local code = wait(e)
+    if code == WAKE_CANCELED and not self.ctx.e then code = 0 end
+    r, e = fn(c, seq, code)
+  end
+  return r, e
+end
+
+--- req:body() -> the whole body (at most max_body_size bytes) | nil, err
+-- err: "too_large", "timeout", "closed" or "bad_request".
+function Req:body()
+  local b = self._body
+  if b then return b end
+  local err
+  b, err = body_call(self, hbody)
+  if b then self._body = b end
+  return b, err
+end
+
+--- req:read() -> the next piece of the body | nil at its end | nil, err
+function Req:read()
+  return body_call(self, hread)
+end
+
+local body_status = { too_large = 413, timeout = 408, bad_request = 400, closed = 400 }
+
+--- req:json() -> the decoded body; raises an http error (400, 413, 408)
+-- when the body cannot be read or is not JSON.
+function Req:json()
+  local b, err = self:body()
+  if not b then M.error(body_status[err] or 400, "cannot read the request body: " .. err .. "\n") end
+  local j = json_mod()
+  if not j then error("orrery.http: orrery.json is not available", 2) end
+  local v, jerr = j.decode(b)
+  if v == nil and jerr then M.error(400, "invalid JSON: " .. jerr .. "\n") end
+  return v
+end
+
+-- -- Logging --
+
+local function default_log(msg)
+  io.stderr:write(msg, "\n")
+  io.stderr:flush()
+end
+
+local function json_str(s)
+  return '"' .. tostring(s):gsub('[%c"\\]', function(ch)
+    return ch == '"' and '\\"' or ch == "\\" and "\\\\" or ("\\u%04x"):format(ch:byte())
+  end) .. '"'
+end
+
+local function access_line(req, status, bytes, dur)
+  return ('{"ts":%.3f,"remote":%s,"method":%s,"path":%s,"status":%d,"bytes":%d,"duration_ms":%.3f}')
+    :format(os.time() + (C.orrery_ffi_now() % 1), json_str(req.remote), json_str(req.method),
+      json_str(req.path), status, bytes, dur * 1000)
+end
+
+-- -- Responses --
+
+-- Waits for a response write that was queued; false on failure.
+local function await_write(c, r, e, ctx)
+  while r == false do
+    local code = wait(e)
+    if code >= 0 then
+      r, e = hwstatus(c)
+    elseif code == WAKE_CANCELED and not ctx.e then
+      r, e = hwstatus(c) -- a spurious wake: the write went on in C
+      if r then return true end
+      return false
+    else
+      return false -- write_timeout or cancelled: the caller closes
+    end
+  end
+  return r ~= nil
+end
+
+local function stream(srv, st, c, req, status, fn, headers, flags)
+  local ok, r, e = pcall(hstart, c, status, headers, TEXT, flags)
+  if not ok then return false, r end
+  if not await_write(c, r, e, st.ctx) then return false end
+  local bytes = 0
+  local function write(data)
+    if type(data) ~= "string" then
+      if data == nil then return true end
+      data = tostring(data)
+    end
+    local wr, we = hchunk(c, data)
+    if wr == false then
+      if not await_write(c, wr, we, st.ctx) then return nil, "closed" end
+    elseif not wr then
+      return nil, we
+    end
+    bytes = bytes + #data
+    return true
+  end
+  local okf, ferr = xpcall(fn, traceback, write)
+  if not okf then
+    srv.log(("http: streaming handler error: %s %s: %s"):format(req.method, req.path, tostring(ferr)))
+    st.abort = true -- the body is cut short: the client must see the close
+    return true, bytes
+  end
+  r, e = hfinish(c)
+  if not await_write(c, r, e, st.ctx) then return false end
+  return true, bytes
+end
+
+local function send(srv, st, c, req, status, body, headers)
+  local flags = srv.closing and 1 or 0
+  local ctype
+  local bt = type(body)
+  if bt == "string" then
+    ctype = TEXT
+  elseif bt == "table" then
+    local j = json_mod()
+    if not j then error("orrery.http: table bodies need orrery.json") end
+    body = j.encode(body)
+    ctype = JSON
+  elseif bt == "function" then
+    return stream(srv, st, c, req, status, body, headers, flags)
+  elseif body ~= nil then
+    body = tostring(body)
+    ctype = TEXT
+  end
+  local ok, r, e = pcall(hrespond, c, status, body, headers, ctype, flags)
+  if not ok then return false, r end
+  return await_write(c, r, e, st.ctx), body and #body or 0
+end
+
+local function internal_error(srv, req, msg)
+  srv.log(("http: handler error: %s %s: %s"):format(req.method, req.path, tostring(msg)))
+end
+
+-- Calls the handler and writes its response. Returns false when the
+-- connection cannot be used again.
+local function handle(srv, st, c, req)
+  local t0 = srv.access_log and C.orrery_ffi_now()
+  local ok, status, body, headers
+  local tmo = srv.handler_timeout
+  if tmo then
+    ok, status, body, headers = M.call_with_timeout(req, tmo, srv.handler)
+  else
+    ok, status, body, headers = xpcall(srv.handler, traceback, req)
+  end
+  if not ok then
+    local err = status
+    if getmetatable(err) == HttpError then
+      status, body, headers = err.status, err.body, err.headers
+      if body == nil then body = (M.status_text(status) or "Error") .. "\n" end
+    elseif req.ctx.e == "timeout" then
+      status, body, headers = 503, "Service Unavailable: request timeout\n", nil
+    else
+      internal_error(srv, req, err)
+      status, body, headers = 500, "Internal Server Error\n", nil
+    end
+  end
+  local ts = type(status)
+  if ts ~= "number" then
+    if status == nil then
+      status = 200
+    elseif ts == "string" or ts == "table" or ts == "function" then
+      status, body, headers = 200, status, body
+    else
+      internal_error(srv, req, "handler returned a " .. ts .. " status")
+      status, body, headers = 500, "Internal Server Error\n", nil
+    end
+  end
+  local sent, bytes = send(srv, st, c, req, status, body, headers)
+  if sent == false and type(bytes) == "string" then
+    -- Encoding failed before anything was written (bad header, status or
+    -- JSON value): answer 500 instead.
+    internal_error(srv, req, bytes)
+    sent, bytes = send(srv, st, c, req, 500, "Internal Server Error\n", nil)
+    status = 500
+  end
+  if t0 then
+    local line = access_line(req, status, bytes or 0, C.orrery_ffi_now() - t0)
+    local al = srv.access_log
+    if type(al) == "function" then al(line, req, status, bytes or 0) else srv.log(line) end
+  end
+  return sent
+end
+
+--- call_with_timeout(req, secs, fn) -> ok, status, body, headers: runs
+-- fn(req) with req.ctx replaced by a child context that expires after secs
+-- (and the coroutine bound to it, so every wait inside honours it).
+function M.call_with_timeout(req, secs, fn)
+  local slot = co_slot()
+  local old, octx = ctxs[slot], req.ctx
+  local ctx, cancel = context.with_timeout(secs, octx)
+  ctxs[slot] = ctx
+  req.ctx = ctx
+  local ok, s, b, h = xpcall(fn, traceback, req)
+  ctxs[slot] = old
+  req.ctx = octx
+  if not ok and ctx.e == "timeout" and getmetatable(s) ~= HttpError then
+    cancel()
+    return false, M.error_timeout()
+  end
+  cancel()
+  return ok, s, b, h
+end
+
+function M.error_timeout()
+  return setmetatable({ status = 503, body = "Service Unavailable: request timeout\n" }, HttpError)
+end
+
+-- -- Connections --
+
+local live = {} -- conn id -> state, for disconnect notices from C
+local next_id = 0
+
+sched.handlers.http_gone = function(id)
+  local st = live[id]
+  if st and st.cancel then st.cancel() end
+end
+
+local function serve_conn(srv, c, id, ctx, cancel)
+  local st = { c = c, ctx = ctx, cancel = cancel, slot = co_slot() }
+  live[id] = st
+  srv.conns[id] = st
+  local ok, err = pcall(hcore.attach, c, srv.cfg, id)
+  local remote, rport = ncore.peer(c)
+  local code = 0
+  while ok do
+    if srv.closing and code >= 0 then code = CODE_SHUTDOWN end
+    local method, e, reason, version, seq = hnext(c, code)
+    if method == false then
+      code = wait(e)
+      if code == WAKE_CANCELED and not ctx.e then code = 0 end
+    elseif method then
+      code = 0
+      local req = setmetatable({ method = method, path = e, raw_query = reason, version = version,
+        _seq = seq, _c = c, remote = remote, remote_port = rport, ctx = ctx }, req_mt)
+      local hok, alive = pcall(handle, srv, st, c, req)
+      if not hok then
+        internal_error(srv, req, alive)
+        break
+      end
+      if not alive or st.abort or ctx.e then break end
+    else
+      if e ~= "close" and srv.on_bad_request then
+        pcall(srv.on_bad_request, e, reason, remote)
+      end
+      break
+    end
+  end
+  if not ok then srv.log("http: " .. tostring(err)) end
+  live[id] = nil
+  srv.conns[id] = nil
+  srv.nconns = srv.nconns - 1
+  hcore.close(c, (st.abort or ctx.e) and 0 or srv.linger)
+  cancel()
+  if srv.closing and srv.nconns == 0 and not srv.drained_ch:closed() then
+    srv.drained_ch:close()
+  end
+end
+
+-- A context outside the root's subtree. SIGINT/SIGTERM cancel the root
+-- context at once, while a server drains its in-flight requests during
+-- the grace period: the server's own contexts therefore hang from here.
+local function detached()
+  return context.with_cancel(context.without_cancel(context.background()))
+end
+M.detached = detached
+
+local function accept_loop(srv)
+  local l = srv.listener
+  while not srv.closing do
+    local c, err = ncore.accept(l)
+    while c == false do
+      local code = wait(err)
+      if srv.closing then return end
+      c, err = ncore.accept(l)
+      if code < 0 and c == false and srv.base.e then return end
+    end
+    if c then
+      if srv.nconns >= srv.max_connections then
+        hcore.reject(c, 503)
+        ncore.close(c, 1)
+      else
+        srv.nconns = srv.nconns + 1
+        next_id = next_id + 1
+        if next_id > 0x7fffffff then next_id = 1 end
+        local ctx, cancel = context.with_cancel(srv.base)
+        sched.spawn(ctx, serve_conn, srv, c, next_id, ctx, cancel)
+      end
+    elseif srv.closing then
+      return
+    else
+      srv.log("http: accept: " .. tostring(err))
+      if err == "closed" then return end
+      sched.with_ctx(srv.ctl, require("orrery.time").sleep, 0.1)
+    end
+  end
+end
+
+-- -- Servers --
+
+local Server = {}
+Server.__index = Server
+M.Server = Server
+
+local function check_opts(opts)
+  local o = {}
+  for k, v in pairs(M.defaults) do o[k] = v end
+  for k, v in pairs(opts or {}) do o[k] = v end
+  for _, k in ipairs { "max_header_bytes", "max_uri_length", "max_headers", "max_body_size",
+    "max_connections" } do
+    if type(o[k]) ~= "number" or o[k] < 1 then
+      error(("orrery.http.serve: option %s must be a positive number"):format(k), 3)
+    end
+  end
+  for _, k in ipairs { "read_header_timeout", "read_body_timeout", "write_timeout",
+    "idle_timeout", "handler_timeout", "shutdown_timeout", "linger" } do
+    local v = o[k]
+    if v ~= false and v ~= nil and (type(v) ~= "number" or v < 0) then
+      error(("orrery.http.serve: option %s must be seconds or false"):format(k), 3)
+    end
+  end
+  return o
+end
+
+local function to_handler(h)
+  if type(h) == "function" then return h end
+  if type(h) == "table" and type(h.handler) == "function" then return h:handler() end
+  local mt = getmetatable(h)
+  if mt and mt.__call then return function(req) return h(req) end end
+  error("orrery.http.serve: bad argument #1 (handler function or router expected)", 3)
+end
+
+--- http.listen(handler_or_router, opts) -> server | nil, err: starts
+-- serving in the background and returns at once.
+function M.listen(handler, opts)
+  local fn = to_handler(handler)
+  local o = check_opts(opts)
+  local cfg = {
+    max_header_bytes = o.max_header_bytes, max_uri_length = o.max_uri_length,
+    max_headers = o.max_headers, max_body_size = o.max_body_size,
+    read_header_timeout = o.read_header_timeout or 0, read_body_timeout = o.read_body_timeout or 0,
+    idle_timeout = o.idle_timeout or 0, write_timeout = o.write_timeout or 0,
+  }
+  local lis, err = net.listen { host = o.host, port = o.port, unix = o.unix, backlog = o.backlog }
+  if not lis then return nil, err end
+  local base, cancel_base = detached()
+  local ctl, cancel_ctl = detached()
+  local srv = setmetatable({
+    listener = lis.l, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0,
+    max_connections = o.max_connections, handler_timeout = o.handler_timeout or nil,
+    linger = o.linger or 0, access_log = o.access_log or nil, log = o.log or default_log,
+    on_bad_request = o.on_bad_request,
+    base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
+    done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
+    host = lis.host, port = lis.port, unix = o.unix,
+  }, Server)
+  sched.spawn(base, accept_loop, srv)
+  -- Shut down gracefully when the given context (the caller's by default,
+  -- so SIGTERM's root context) is cancelled.
+  local watch = o.ctx or sched.current_ctx()
+  sched.spawn(ctl, function()
+    chan.select { watch:done():recv_case(), srv.done_ch:recv_case() }
+    if not srv.closing then srv:shutdown(o.shutdown_timeout) end
+  end)
+  return srv
+end
+
+--- http.serve(handler_or_router, opts) -> server: serves until the server
+-- is shut down (SIGTERM, server:shutdown() from another coroutine); with
+-- opts.background it returns at once like http.listen.
+function M.serve(handler, opts)
+  local srv, err = M.listen(handler, opts)
+  if not srv then error("orrery.http.serve: cannot listen: " .. tostring(err), 2) end
+  if opts and opts.background then return srv end
+  srv:wait()
+  return srv
+end
+
+--- server:addr() -> host, port (or the unix socket path)
+function Server:addr()
+  if self.unix then return self.unix end
+  return self.host, self.port
+end
+
+-- Blocks the calling coroutine on ch under the server's control context,
+-- which SIGTERM does not cancel.
+local function ctl_recv(self, ch, timeout)
+  return sched.with_ctx(self.ctl, function()
+    local deadline = timeout and C.orrery_ffi_now() + timeout
+    while true do
+      local left = deadline and deadline - C.orrery_ffi_now()
+      if left and left <= 0 then return false end
+      local _, ok, err = ch:recv(left)
+      if err == "closed" or ok then return true end
+      if err == "timeout" then return false end
+    end
+  end)
+end
+
+--- server:wait([timeout]) -> true once the server has stopped
+function Server:wait(timeout)
+  if self.stopped then return true end
+  return ctl_recv(self, self.done_ch, timeout)
+end
+
+local function stop_listening(self)
+  if not self.closing then
+    self.closing = true
+    ncore.lclose(self.listener)
+  end
+end
+
+local function finish(self)
+  if not self.stopped then
+    self.stopped = true
+    self.cancel_base()
+    if not self.done_ch:closed() then self.done_ch:close() end
+    self.cancel_ctl()
+  end
+end
+
+--- server:shutdown([grace]) -> true | nil, "timeout": stops accepting,
+-- closes idle connections, lets requests in flight finish (answered with
+-- Connection: close) and waits for them up to grace seconds (default
+-- opts.shutdown_timeout); after that, remaining connections are closed.
+function Server:shutdown(grace)
+  if self.stopped then return true end
+  if self.closing then
+    self:wait()
+    return true
+  end
+  grace = grace or self.opts.shutdown_timeout or 5
+  stop_listening(self)
+  if self.nconns == 0 then self.drained_ch:close() end
+  for _, st in pairs(self.conns) do
+    if hcore.state(st.c) == "idle" then C.orrery_ffi_wake(st.slot, CODE_SHUTDOWN) end
+  end
+  local ok = ctl_recv(self, self.drained_ch, grace)
+  if not ok then
+    self.cancel_base() -- wakes every handler still waiting
+    ctl_recv(self, self.drained_ch, 1)
+  end
+  finish(self)
+  if ok then return true end
+  return nil, "timeout"
+end
+
+--- server:close(): stops at once: in-flight requests are cancelled and
+-- every connection is closed.
+function Server:close()
+  if self.stopped then return end
+  stop_listening(self)
+  if self.nconns == 0 and not self.drained_ch:closed() then self.drained_ch:close() end
+  self.cancel_base()
+  ctl_recv(self, self.drained_ch, 1)
+  finish(self)
+end
+
+function Server:connections() return self.nconns end
+
+local status_text = {
+  [100] = "Continue", [101] = "Switching Protocols", [200] = "OK", [201] = "Created",
+  [202] = "Accepted", [204] = "No Content", [206] = "Partial Content",
+  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other", [304] = "Not Modified",
+  [307] = "Temporary Redirect", [308] = "Permanent Redirect", [400] = "Bad Request",
+  [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
+  [405] = "Method Not Allowed", [406] = "Not Acceptable", [408] = "Request Timeout",
+  [409] = "Conflict", [410] = "Gone", [411] = "Length Required", [412] = "Precondition Failed",
+  [413] = "Content Too Large", [414] = "URI Too Long", [415] = "Unsupported Media Type",
+  [417] = "Expectation Failed", [422] = "Unprocessable Content", [429] = "Too Many Requests",
+  [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
+  [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
+  [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
+}
+function M.status_text(s) return status_text[s] end
+
+return M

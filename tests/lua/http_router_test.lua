@@ -1,0 +1,129 @@
+-- SPDX-License-Identifier: MIT
+-- http_router_test.lua -- routing, 404/405, middleware, per-route timeouts.
+local T = require "orrery.test"
+local orrery = require "orrery"
+local http = require "orrery.http"
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "http_helpers.lua")
+
+local function fake(method, path)
+  return setmetatable({ method = method, path = path, raw_query = "", ctx = orrery.context.background() },
+    require("orrery.http.server").req_mt)
+end
+
+T.test("static, parameter and wildcard routes", function()
+  local r = http.router()
+  r:get("/", function() return 200, "root" end)
+  r:get("/users", function() return 200, "list" end)
+  r:get("/users/me", function() return 200, "me" end)
+  r:get("/users/:id", function(req) return 200, "user " .. req.params.id end)
+  r:get("/users/:id/posts/:post", function(req) return 200, req.params.id .. "/" .. req.params.post end)
+  r:get("/static/*path", function(req) return 200, "file " .. req.params.path end)
+  r:post("/users", function() return 201, "created" end)
+  local h = r:handler()
+  T.eq({ h(fake("GET", "/")) }, { 200, "root" })
+  T.eq({ h(fake("GET", "/users")) }, { 200, "list" })
+  T.eq({ h(fake("GET", "/users/me")) }, { 200, "me" })
+  T.eq({ h(fake("GET", "/users/a%20b")) }, { 200, "user a b" })
+  T.eq({ h(fake("GET", "/users/7/posts/9")) }, { 200, "7/9" })
+  T.eq({ h(fake("GET", "/static/css/site.css")) }, { 200, "file css/site.css" })
+  T.eq({ h(fake("POST", "/users")) }, { 201, "created" })
+  T.eq({ h(fake("HEAD", "/users")) }, { 200, "list" })
+  T.eq((h(fake("GET", "/nope"))), 404)
+  T.eq((h(fake("GET", "/users/7/posts"))), 404)
+  local s, _, hd = h(fake("DELETE", "/users"))
+  T.eq(s, 405)
+  T.eq(hd.Allow, "GET, HEAD, POST, OPTIONS")
+  s, _, hd = h(fake("OPTIONS", "/users/3"))
+  T.eq(s, 204)
+  T.eq(hd.Allow, "GET, HEAD, OPTIONS")
+end)
+
+T.test("conflicting parameter names are a registration error", function()
+  local r = http.router()
+  r:get("/a/:id", function() end)
+  T.raises(function() r:get("/a/:name/x", function() end) end, "conflicts")
+  T.raises(function() r:get("/b/*rest/more", function() end) end, "wildcard must end")
+  T.raises(function() r:get("nope", function() end) end, "must start with")
+end)
+
+T.test("middleware runs in order, can change results and short-circuit", function()
+  local r = http.router()
+  local order = {}
+  r:use(function(req, next)
+    order[#order + 1] = "a>"
+    local s, b, h = next(req)
+    order[#order + 1] = "<a"
+    h = h or {}
+    h["X-A"] = "1"
+    return s, b, h
+  end)
+  r:use(function(req, next)
+    if req:header("authorization") ~= "yes" then return 401, "no" end
+    order[#order + 1] = "b>"
+    return next(req)
+  end)
+  r:get("/x", function() order[#order + 1] = "h"; return 200, "x" end)
+  local srv = H.start(r)
+  local res = H.get(srv, "/x", "Authorization: yes\r\n")
+  T.eq(res.status, 200)
+  T.eq(res.headers["x-a"], "1")
+  T.eq(order, { "a>", "b>", "h", "<a" })
+  order = {}
+  res = H.get(srv, "/x")
+  T.eq(res.status, 401)
+  T.eq(res.headers["x-a"], "1")
+  T.eq(order, { "a>", "<a" })
+  -- Global middleware also sees unknown paths.
+  res = H.get(srv, "/missing", "Authorization: yes\r\n")
+  T.eq(res.status, 404)
+  T.eq(res.headers["x-a"], "1")
+  srv:close()
+end)
+
+T.test("route middleware, groups and custom not_found", function()
+  local r = http.router()
+  local tag = function(v) return function(req, next) local s, b = next(req); return s, b .. v end end
+  r:group("/api", function(g)
+    g:get("/ping", function() return 200, "pong" end, { middleware = { tag("!") } })
+    g:post("/ping", function() return 200, "posted" end)
+  end, { middleware = { tag("?") } })
+  r:not_found(function(req) return 404, { missing = req.path } end)
+  local h = r:handler()
+  T.eq({ h(fake("GET", "/api/ping")) }, { 200, "pong!?" })
+  T.eq({ h(fake("POST", "/api/ping")) }, { 200, "posted?" })
+  T.eq({ h(fake("GET", "/other")) }, { 404, { missing = "/other" } })
+end)
+
+T.test("a per-route timeout cancels the handler's waits and answers 503", function()
+  local r = http.router()
+  local seen = H.signal()
+  r:get("/slow", function(req)
+    local ok, err = orrery.sleep(5)
+    seen:fire({ err = err, ctx = req.ctx:err() })
+    if not ok then error("gave up") end
+    return 200, "never"
+  end, { timeout = 0.05 })
+  r:get("/fast", function() orrery.sleep(0.01); return 200, "fast" end, { timeout = 1 })
+  local srv = H.start(r)
+  local res = H.get(srv, "/slow")
+  T.eq(res.status, 503)
+  T.eq(seen:wait(), { err = "timeout", ctx = "timeout" })
+  T.eq(H.get(srv, "/fast").body, "fast")
+  srv:close()
+end)
+
+T.test("the router answers over the wire: 404, 405 with Allow", function()
+  local r = http.router()
+  r:get("/a", function() return 200, "a" end)
+  r:put("/a", function() return 200, "put" end)
+  local srv = H.start(r)
+  T.eq(H.get(srv, "/b").status, 404)
+  local c = H.connect(srv)
+  local res = H.request(c, "DELETE /a HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq(res.status, 405)
+  T.eq(res.headers["allow"], "GET, HEAD, PUT, OPTIONS")
+  res = H.request(c, "PUT /a HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+  T.eq(res.body, "put")
+  c:close()
+  srv:close()
+end)
