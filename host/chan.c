@@ -254,15 +254,26 @@ int orrery_ffi_wake(int32_t slot, int32_t code) {
   return 1;
 }
 
+/* Wakes every parked coroutine bound to the root context itself; those
+ * bound to contexts below it are woken by the cancellation of those
+ * contexts, and those bound to detached contexts are left alone. */
 int32_t orrery_ffi_wake_all(int32_t code) {
   host_t *h = host_current;
   int32_t n = 0;
   for (int32_t i = 0; i < h->cos_top; i++) {
     co_t *co = h->cos[i];
-    if (co && co->state == CO_PARKED) {
+    if (co && co->state == CO_PARKED && !co->unrooted) {
       sched_wake(h, co, code);
       n++;
     }
   }
   return n;
+}
+
+/* Records whether the coroutine in slot is bound to the root context
+ * (rooted) or to a context of its own, for orrery_ffi_wake_all. */
+void orrery_ffi_co_bind(int32_t slot, int rooted) {
+  host_t *h = host_current;
+  if (slot < 1 || slot > h->cos_top || !h->cos[slot - 1]) return;
+  h->cos[slot - 1]->unrooted = !rooted;
 }

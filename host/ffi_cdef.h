@@ -28,6 +28,7 @@ int orrery_ffi_select(int32_t n, orrery_chan **chans, const int8_t *kinds,
 int orrery_ffi_sleep(double secs);
 int orrery_ffi_wake(int32_t slot, int32_t code);
 int32_t orrery_ffi_wake_all(int32_t code);
+void orrery_ffi_co_bind(int32_t slot, int rooted);
 int orrery_ffi_co_parked(int32_t slot);
 
 orrery_tmr *orrery_ffi_timer_new(int32_t id);

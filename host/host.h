@@ -95,6 +95,7 @@ struct co_s {
   uint8_t state;
   uint8_t wait_kind;
   uint8_t started;
+  uint8_t unrooted; /* bound to a context outside the root's tree */
   int32_t wake;  /* code handed to the coroutine when it resumes */
   int32_t nargs; /* arguments for the first resume */
   co_t *next_ready;
@@ -140,6 +141,7 @@ struct host_s {
   double grace;
   uv_timer_t grace_timer;
   struct repl_s *repl; /* stdin reader of `orrery repl`, see repl.c */
+  struct net_state_s *net; /* live sockets, see tcp.c */
 };
 
 extern _Thread_local host_t *host_current;
@@ -170,11 +172,18 @@ int luaopen_orrery_core(lua_State *L);
 void lcore_dispatch(host_t *h, const char *kind, int32_t arg);
 void lcore_clear_slot(host_t *h, int32_t slot);
 
+/* json.c */
+int luaopen_orrery_json_core(lua_State *L);
+
 /* alloc.c */
 lua_State *alloc_newstate(void);
 
 /* modules.c */
 void modules_preload(lua_State *L);
+
+/* tcp.c, http_server.c (see net.h) */
+int luaopen_orrery_net_core(lua_State *L);
+int luaopen_orrery_http_core(lua_State *L);
 
 /* repl.c */
 int repl_readline(lua_State *L);

@@ -187,9 +187,15 @@ static void report_error(host_t *h, co_t *co, int is_main) {
 static void run_ready(host_t *h) {
   co_t *co;
   uint32_t n = 0;
-  h->tick = coarse_now();
+  double start = h->tick = coarse_now();
   while (!h->exiting && (co = h->ready_head)) {
-    if ((++n & 255) == 0) h->tick = coarse_now();
+    /* Coroutines that keep each other (or themselves) runnable must not
+     * starve timers and I/O: after about a millisecond, return to the
+     * loop, which expires timers and polls I/O without blocking. */
+    if ((++n & 7) == 0) {
+      h->tick = coarse_now();
+      if (h->tick - start >= 0.001) return;
+    }
     h->ready_head = co->next_ready;
     if (!h->ready_head) h->ready_tail = NULL;
     co->next_ready = NULL;
@@ -237,7 +243,10 @@ int sched_run(host_t *h) {
     timer_expire(h);
     run_ready(h);
     if (h->exiting) break;
-    if (h->ready_head) continue;
+    if (h->ready_head) {
+      uv_run(h->loop, UV_RUN_NOWAIT);
+      continue;
+    }
     timer_arm(h);
     if (!uv_loop_alive(h->loop) && !h->ready_head) {
       if (h->main) {

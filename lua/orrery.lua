@@ -154,9 +154,13 @@ end
 -- set_grace(s): how long SIGINT/SIGTERM wait for coroutines (default 5).
 function M.set_grace(s) core.set_grace(s) end
 
+-- The handlers are queued before the cancellation wakes anyone, so they
+-- run (after the root is cancelled) ahead of the coroutines it wakes: a
+-- main coroutine that returns as soon as it is woken would otherwise end
+-- the process before any handler had started.
 sched.handlers.signal = function(signum)
-  context.cancel(context.root, "canceled")
   for _, fn in ipairs(on_shutdown) do sched.spawn(context.root, fn, signum) end
+  context.cancel(context.root, "canceled")
 end
 
 sched.handlers.dump = function()

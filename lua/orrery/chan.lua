@@ -57,7 +57,7 @@ function M.new(cap, name)
   end
   local c = C.orrery_ffi_chan_new(cap, idbuf)
   ffi.gc(c, C.orrery_ffi_chan_free)
-  return setmetatable({ c = c, buf = tnew(cap, 0), id = tonumber(idbuf[0]), name = name }, Chan)
+  return setmetatable({ c = c, buf = tnew(cap < 4096 and cap or 4096, 0), id = tonumber(idbuf[0]), name = name }, Chan)
 end
 
 local function send_closed(fname)
@@ -245,7 +245,7 @@ function M.select(cases)
     if code < 0 then return nil, wake_err(code) end
     local i, st = rshift(code, 2), band(code, 3)
     if cases[i].kind == 1 then
-      if st ~= 0 then return i, nil, false end
+      if st ~= 0 then return i, nil, false, "closed" end
       local v = ibox[slot]
       ibox[slot] = false
       return i, v, true

@@ -110,6 +110,16 @@ function M.with_timeout(s, parent)
   return c, function() cancel(c, "canceled") end
 end
 
+-- without_cancel(parent): a context with parent's values that is not
+-- cancelled when parent is and has no deadline (Go's WithoutCancel). Work
+-- that must outlive a cancellation, such as a server draining its
+-- requests after SIGTERM cancels the root, runs under one of these.
+function M.without_cancel(parent)
+  local p = parent_arg("without_cancel", parent, 1)
+  return setmetatable({ e = false, parked = {}, children = setmetatable({}, weak),
+    values = p.values }, Ctx)
+end
+
 function M.with_value(key, value, parent)
   if key == nil then error("orrery.context.with_value: bad argument #1 (key must not be nil)", 2) end
   local p = parent_arg("with_value", parent, 3)

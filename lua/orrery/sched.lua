@@ -99,7 +99,10 @@ function M.spawn(ctx, fn, ...)
   local slot, id = core.spawn(fn, ...)
   if slot > tables_cap then grow(slot * 2) end
   if ctx == nil then ctx = ctxs[C.orrery_ffi_co_slot()] end
-  if ctx ~= root then ctxs[slot] = ctx end
+  if ctx and ctx ~= root then
+    ctxs[slot] = ctx
+    C.orrery_ffi_co_bind(slot, 0)
+  end
   return id
 end
 
@@ -113,8 +116,10 @@ function M.with_ctx(ctx, fn, ...)
   if slot == 0 then error("orrery: not inside a coroutine", 3) end
   local old = ctxs[slot]
   ctxs[slot] = ctx ~= root and ctx or false
+  C.orrery_ffi_co_bind(slot, ctx == root and 1 or 0)
   local r = pack(pcall(fn, ...))
   ctxs[slot] = old
+  C.orrery_ffi_co_bind(slot, old and 0 or 1)
   if not r[1] then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end

@@ -8,6 +8,8 @@ local chan = require "orrery.chan"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
 
+local wait_opt = sched.wait_opt
+
 local M = {}
 
 local WaitGroup = {}
@@ -17,13 +19,17 @@ function M.waitgroup()
   return setmetatable({ n = 0 }, WaitGroup)
 end
 
-function WaitGroup:add(d)
-  if d == nil then d = 1 end
+-- Errors are raised at `level` so that they name the caller of add or
+-- done, not this file.
+local function wg_add(self, d, fname, level)
+  if type(self) ~= "table" or getmetatable(self) ~= WaitGroup then
+    error(("orrery.waitgroup:%s: bad self (waitgroup expected, got %s)"):format(fname, type(self)), level)
+  end
   if type(d) ~= "number" or d % 1 ~= 0 then
-    error("orrery.waitgroup:add: bad argument #1 (integer expected)", 2)
+    error("orrery.waitgroup:add: bad argument #1 (integer expected)", level)
   end
   local n = self.n + d
-  if n < 0 then error("orrery.waitgroup:add: negative counter", 2) end
+  if n < 0 then error(("orrery.waitgroup:%s: negative counter"):format(fname), level) end
   self.n = n
   if n == 0 and self.ch then
     self.ch:close()
@@ -31,11 +37,17 @@ function WaitGroup:add(d)
   end
 end
 
-function WaitGroup:done() self:add(-1) end
+function WaitGroup:add(d)
+  if d == nil then d = 1 end
+  wg_add(self, d, "add", 3)
+end
+
+function WaitGroup:done() wg_add(self, -1, "done", 3) end
 function WaitGroup:count() return self.n end
 
 -- wait([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
 function WaitGroup:wait(opt)
+  if opt ~= nil then wait_opt("orrery.waitgroup:wait", 1, opt) end
   if self.n == 0 then return true end
   local ch = self.ch
   if not ch then
@@ -55,7 +67,10 @@ function M.mutex()
 end
 
 -- lock([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
-function Mutex:lock(opt) return self.ch:send(true, opt) end
+function Mutex:lock(opt)
+  if opt ~= nil then wait_opt("orrery.mutex:lock", 1, opt) end
+  return self.ch:send(true, opt)
+end
 function Mutex:try_lock() return (self.ch:try_send(true)) end
 
 function Mutex:unlock()
@@ -73,7 +88,10 @@ function M.semaphore(n)
   return setmetatable({ ch = chan.new(n, "semaphore"), size = n }, Sem)
 end
 
-function Sem:acquire(opt) return self.ch:send(true, opt) end
+function Sem:acquire(opt)
+  if opt ~= nil then wait_opt("orrery.semaphore:acquire", 1, opt) end
+  return self.ch:send(true, opt)
+end
 function Sem:try_acquire() return (self.ch:try_send(true)) end
 function Sem:available() return self.size - self.ch:len() end
 

@@ -10,7 +10,11 @@ local M = { cases = {} }
 local function show(v, depth)
   depth = depth or 0
   local t = type(v)
-  if t == "string" then return string.format("%q", v) end
+  if t == "string" then
+    -- %q writes a newline as a backslash and a real newline; spell it \n
+    -- so that a failure message stays on one line.
+    return (string.format("%q", v):gsub("\\\n", "\\n"))
+  end
   if t ~= "table" or depth > 3 then return tostring(v) end
   local keys = {}
   for k in pairs(v) do keys[#keys + 1] = k end
@@ -136,13 +140,17 @@ M.shquote = shquote
 
 -- run(args [, opts]) -> status, stdout, stderr: runs the orrery binary
 -- with the given argument list; opts.stdin feeds its standard input and
--- opts.env is a table of extra environment variables. Blocks the loop
+-- opts.env is a table of extra environment variables. The child is
+-- killed after opts.timeout seconds (default 30; status 137), so that a
+-- hung child fails the test instead of hanging the suite. Blocks the loop
 -- while the child runs, which is fine for a test.
 function M.run(args, opts)
   opts = opts or {}
   local out, err = os.tmpname(), os.tmpname()
   local cmd = { }
   for k, v in pairs(opts.env or {}) do cmd[#cmd + 1] = k .. "=" .. shquote(v) end
+  local limit = opts.timeout == nil and 30 or opts.timeout
+  if limit then cmd[#cmd + 1] = "timeout -s KILL " .. tostring(limit) end
   cmd[#cmd + 1] = shquote(opts.exe or M.exe)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shquote(a) end
   local inf

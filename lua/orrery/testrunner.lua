@@ -4,10 +4,16 @@
 local orrery = require "orrery"
 local T = require "orrery.test"
 
+-- Returns the test files under paths, and the paths that do not exist
+-- (a mistyped path must not pass as "no tests").
 local function find_files(paths)
-  local files = {}
+  local files, missing = {}, {}
   for _, p in ipairs(paths) do
-    if p:match("_test%.lua$") then
+    local h = io.open(p, "r")
+    if h then h:close() end
+    if not h then
+      missing[#missing + 1] = p
+    elseif p:match("_test%.lua$") then
       files[#files + 1] = p
     else
       local h = io.popen("find " .. T.shquote(p) .. " -name '*_test.lua' -type f 2>/dev/null | sort")
@@ -15,7 +21,7 @@ local function find_files(paths)
       h:close()
     end
   end
-  return files
+  return files, missing
 end
 
 local function first_line(s)
@@ -27,10 +33,15 @@ return function(...)
   local paths = { ... }
   if #paths == 0 then paths = { "tests" } end
   local filter = os.getenv("ORRERY_TEST_FILTER")
-  local files = find_files(paths)
+  local files, missing = find_files(paths)
   local passed, failed, skipped = 0, 0, 0
   local failures = {}
-  if #files == 0 then
+  for _, p in ipairs(missing) do
+    failed = failed + 1
+    failures[#failures + 1] = p .. ": no such file or directory"
+    print("FAIL " .. p .. ": no such file or directory")
+  end
+  if #files == 0 and #missing == 0 then
     io.stderr:write("orrery test: no *_test.lua files under ", table.concat(paths, " "), "\n")
   end
   for _, file in ipairs(files) do
@@ -57,7 +68,7 @@ return function(...)
             done:send({ ok = okc, err = e })
           end)
         end)
-        local r, rerr = done:recv(case.opts.timeout or 60)
+        local r, _, rerr = done:recv(case.opts.timeout or 60)
         cancel()
         local dt = orrery.now() - t0
         if not r then

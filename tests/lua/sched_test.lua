@@ -1,0 +1,160 @@
+-- sched_test.lua -- coroutines: go, yield, id, run order, the coroutine
+-- list and dump, stats, and fairness between running and waiting work.
+local T = require "orrery.test"
+local orrery = require "orrery"
+
+local go, chan = orrery.go, orrery.chan
+
+local function settle(ids)
+  for _ = 1, 10000 do
+    local state = {}
+    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
+    local all = true
+    for _, id in ipairs(ids) do
+      if state[id] ~= "waiting" then all = false end
+    end
+    if all then return end
+    orrery.yield()
+  end
+  T.fail("coroutines never parked")
+end
+
+local function find(id)
+  for _, c in ipairs(orrery.coroutines()) do
+    if c.id == id then return c end
+  end
+end
+
+T.test("go returns the new coroutine's id and passes its arguments", function()
+  local got = chan(1)
+  local id = go(function(a, b, c) got:send({ orrery.id(), a, b, c }) end, 1, nil, "x")
+  T.eq(type(id), "number")
+  T.eq(got:recv(), { id, 1, nil, "x" })
+  local id2 = go(function() end)
+  T.ok(id2 > id, "ids increase and are never reused")
+  T.ok(orrery.id() > 0)
+  T.raises(function() go() end, "orrery.go: bad argument #1")
+  T.raises(function() go("f") end, "orrery.go: bad argument #1")
+end)
+
+T.test("a new coroutine runs only when the creator yields or parks", function()
+  local ran = false
+  go(function() ran = true end)
+  T.eq(ran, false)
+  orrery.yield()
+  T.eq(ran, true)
+end)
+
+T.test("ready coroutines run in FIFO order; yield goes to the back of the queue", function()
+  local log = {}
+  for _, name in ipairs({ "a", "b", "c" }) do
+    go(function()
+      log[#log + 1] = name .. "1"
+      orrery.yield()
+      log[#log + 1] = name .. "2"
+    end)
+  end
+  orrery.yield()
+  orrery.yield()
+  T.eq(log, { "a1", "b1", "c1", "a2", "b2", "c2" })
+end)
+
+T.test("coroutines() lists every coroutine with what it waits on", function()
+  local ch, other = chan(), chan(1)
+  local r = go(function() ch:recv(100) end)
+  local s = go(function() orrery.select { ch:recv_case(), other:send_case(1), false } end)
+  other:send("fill")
+  local z = go(function() orrery.sleep(100) end)
+  settle({ r, s, z })
+  local fresh = go(function() end)
+  local now = orrery.now()
+
+  local list = orrery.coroutines()
+  for i = 2, #list do T.ok(list[i - 1].id < list[i].id, "sorted by id") end
+  local mains = 0
+  for _, c in ipairs(list) do
+    if c.main then mains = mains + 1 end
+    T.eq(type(c.id), "number")
+    T.eq(type(c.state), "string")
+  end
+  T.eq(mains, 1, "exactly one main coroutine")
+
+  local me = find(orrery.id())
+  T.eq(me.state, "running")
+  T.match(me.traceback, "sched_test.lua")
+
+  local rc = find(r)
+  T.eq(rc.state, "waiting")
+  T.eq(rc.wait, "chan receive")
+  T.eq(rc.chan, ch.id)
+  T.ok(rc.since <= now + 1, "since is when it parked")
+  T.ok(rc["until"] > now, "until is its timeout")
+  T.match(rc.site, "sched_test.lua:%d+", "where it was created")
+  T.match(rc.traceback, "sched_test.lua:%d+")
+
+  local sc = find(s)
+  T.eq(sc.wait, "select")
+  T.eq(sc.cases, { "recv #" .. ch.id, "send #" .. other.id })
+
+  local zc = find(z)
+  T.eq(zc.wait, "sleep")
+  T.ok(zc["until"] > now)
+
+  T.eq(find(fresh).state, "runnable")
+  ch:close() -- ends r and s; the sleeper ends with the test's context
+end)
+
+T.test("dump() shows ids, states, waits, creation sites and tracebacks", function()
+  local ch = chan(0, "inbox")
+  local id = go(function() ch:recv() end)
+  settle({ id })
+  local text = orrery.dump()
+  local block = text:match("(coroutine " .. id .. " %b[]:.-)\n\n") or text:match("(coroutine " .. id .. " .*)$")
+  T.ok(block, "the dump has a block for coroutine " .. id)
+  T.match(block, "%[chan receive on chan #" .. ch.id)
+  T.match(block, "created at [^\n]*sched_test.lua:%d+")
+  T.match(block, "sched_test.lua:%d+")
+  T.match(text, "%(main%)")
+  ch:close()
+end)
+
+T.test("stats() counts live coroutines and pending timers", function()
+  local base = orrery.stats()
+  T.eq(type(base.coroutines), "number")
+  T.eq(type(base.timers), "number")
+  local ch = chan()
+  local ids = {}
+  for i = 1, 10 do ids[i] = go(function() ch:recv() end) end
+  settle(ids)
+  T.eq(orrery.stats().coroutines, base.coroutines + 10)
+  local t = orrery.timer(100)
+  T.eq(orrery.stats().timers, base.timers + 1)
+  t:stop()
+  ch:close()
+  orrery.yield()
+  T.eq(orrery.stats().coroutines, base.coroutines)
+end)
+
+T.test("pcall works across yields and parks", function()
+  local ok, err = pcall(function()
+    orrery.sleep(0)
+    error("caught")
+  end)
+  T.eq(ok, false)
+  T.match(err, "caught")
+end)
+
+-- A coroutine that keeps yielding must not starve timers, I/O and signals:
+-- the scheduler has to poll the loop between rounds of ready coroutines.
+-- (Regression: run_ready() in host/sched.c loops while anything is ready.)
+T.test("a busy coroutine that keeps yielding does not starve timers", function()
+  local st, out = T.script([[
+    local orrery = require "orrery"
+    orrery.go(function() while true do orrery.yield() end end)
+    orrery.sleep(0.01)
+    print("sleep returned")
+    print(orrery.after(0.01):recv() ~= nil)
+  ]], { timeout = 5 })
+  T.eq(st, 0, "the child hung (137 = killed after 5s)")
+  T.eq(out, "sleep returned\ntrue\n")
+end, { timeout = 20 })

@@ -1,0 +1,165 @@
+-- signal_test.lua -- SIGQUIT dumps and keeps running; SIGTERM and SIGINT
+-- cancel the root context, run the on_shutdown handlers and give the
+-- coroutines a grace period. Each case is a child process that signals
+-- itself and prints what happened.
+local T = require "orrery.test"
+
+-- Prepended to every child: its own pid and a way to signal itself.
+-- kill() is the system call through the FFI: os.execute("kill ...") works
+-- for SIGTERM, but system() ignores SIGINT and SIGQUIT in the caller while
+-- the command runs, so those would be lost.
+local PRELUDE = [[
+local orrery = require "orrery"
+local ffi = require "ffi"
+ffi.cdef "int kill(int pid, int sig);"
+local f = io.open("/proc/self/stat")
+local pid = f:read("*l"):match("^(%d+)")
+f:close()
+local SIG = { INT = 2, QUIT = 3, TERM = 15 }
+local function kill(sig) ffi.C.kill(tonumber(pid), SIG[sig]) end
+io.stdout:setvbuf("line")
+]]
+
+local function child(src)
+  return T.script(PRELUDE .. src, { timeout = 20 })
+end
+
+local function lines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
+T.test("SIGQUIT prints the coroutine dump and the process keeps running", function()
+  local st, out, err = child([[
+    -- Learn when the dump has been written (the dispatcher's hook).
+    local sched = require "orrery.sched"
+    local dumped = orrery.chan(1)
+    local dump = sched.handlers.dump
+    sched.handlers.dump = function(...) dump(...); dumped:try_send(true) end
+
+    local inbox = orrery.chan(0, "inbox")
+    orrery.go(function() inbox:recv() end)
+    orrery.yield()
+    kill("QUIT")
+    -- The timeout only keeps a timer pending: with nothing pending, the
+    -- deadlock check would run before the loop reads the signal.
+    dumped:recv(10)
+    print("still running")
+    orrery.sleep(0.001)
+    print("done")
+  ]])
+  T.eq(out, "still running\ndone\n")
+  T.eq(st, 0)
+  T.match(err, "SIGQUIT")
+  T.match(err, "coroutine 1 %(main%)")
+  T.match(err, "coroutine 2 %[chan receive on chan #%d+")
+  T.match(err, "created at [^\n]*%.lua:%d+")
+end)
+
+T.test("SIGTERM cancels the root context and runs the on_shutdown handlers", function()
+  local st, out, err = child([[
+    local wg = orrery.waitgroup()
+    wg:add(2)
+    orrery.on_shutdown(function(sig)
+      print("handler", sig, orrery.context.background():err())
+      -- Waits work during the grace period.
+      print("handler slept", orrery.sleep(0.001))
+      wg:done()
+    end)
+    local inbox = orrery.chan()
+    orrery.go(function()
+      print("worker woke", inbox:recv())
+      print("worker cleanup", orrery.sleep(0.001))
+      wg:done()
+    end)
+    orrery.go(function() os.execute("kill -TERM " .. pid) end)
+    print("main woke", orrery.sleep(60))
+    print("main waits", wg:wait())
+    print("root done closed", (select(2, orrery.context.background():done():recv())))
+  ]])
+  T.eq(err, "")
+  T.eq(st, 0, "main returned after a graceful shutdown")
+  local l = lines(out)
+  T.eq(l[1], "handler\t15\tcanceled", "the handler runs first, with the signal number")
+  T.eq(l[2], "main woke\tnil\tcanceled", "the parked sleep ended with canceled")
+  T.eq(l[3], "worker woke\tnil\tfalse\tcanceled", "the parked recv ended with canceled")
+  local rest = { l[4], l[5], l[6] }
+  table.sort(rest)
+  T.eq(rest, { "handler slept\ttrue", "main waits\ttrue", "worker cleanup\ttrue" })
+  T.eq(l[7], "root done closed\tfalse")
+  T.eq(#l, 7)
+end)
+
+T.test("a handler runs even when main returns as soon as it is woken", function()
+  local st, out = child([[
+    orrery.on_shutdown(function(sig) print("handler", sig) end)
+    orrery.go(function() kill("TERM") end)
+    orrery.sleep(60)
+    print("main returns")
+  ]])
+  T.eq(out, "handler\t15\nmain returns\n")
+  T.eq(st, 0)
+end)
+
+T.test("contexts derived from the root are cancelled by SIGTERM", function()
+  local st, out = child([[
+    local ctx = orrery.context.with_timeout(60)
+    orrery.go(function() kill("TERM") end)
+    print(orrery.with_context(ctx, function() return orrery.sleep(60) end))
+    print(ctx:err())
+  ]])
+  T.eq(out, "nil\tcanceled\ncanceled\n")
+  T.eq(st, 0)
+end)
+
+T.test("SIGINT does the same with signal number 2", function()
+  local st, out = child([[
+    orrery.on_shutdown(function(sig) print("handler", sig) end)
+    orrery.go(function() kill("INT") end)
+    print("main woke", orrery.sleep(60))
+  ]])
+  T.eq(out, "handler\t2\nmain woke\tnil\tcanceled\n")
+  T.eq(st, 0)
+end)
+
+T.test("when the grace period runs out the process exits with 128 + signal", function()
+  local st, out, err = child([[
+    orrery.set_grace(0.05)
+    orrery.go(function() kill("TERM") end)
+    print("main woke", orrery.sleep(60))
+    orrery.chan():recv() -- never finishes its cleanup
+    print("not reached")
+  ]])
+  T.eq(out, "main woke\tnil\tcanceled\n")
+  T.match(err, "grace period")
+  T.eq(st, 143)
+
+  st, out = child([[
+    orrery.set_grace(0.05)
+    orrery.go(function() kill("INT") end)
+    orrery.sleep(60)
+    orrery.sleep(60)
+  ]])
+  T.eq(st, 130)
+end)
+
+T.test("a second signal ends the process at once", function()
+  local st, out = child([[
+    orrery.set_grace(60)
+    orrery.on_shutdown(function() kill("TERM") end)
+    orrery.go(function() kill("TERM") end)
+    print("main woke", orrery.sleep(60))
+    orrery.sleep(60)
+    print("not reached")
+  ]])
+  T.eq(out, "main woke\tnil\tcanceled\n")
+  T.eq(st, 143)
+end)
+
+T.test("on_shutdown and set_grace reject bad arguments", function()
+  local orrery = require "orrery"
+  T.raises(function() orrery.on_shutdown("x") end, "orrery.on_shutdown: bad argument #1")
+  T.raises(function() orrery.set_grace(-1) end, "grace")
+  T.raises(function() orrery.set_grace("x") end, "set_grace")
+end)
