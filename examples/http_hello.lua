@@ -4,6 +4,7 @@
 -- Environment: HOST (127.0.0.1), PORT (8080; 0 picks a free port),
 -- ACCESS_LOG=1 for one JSON log line per request. SIGTERM (or Ctrl-C)
 -- stops it gracefully: requests in flight finish, then it exits.
+-- example: service, tested by http_shutdown_test.lua
 local orrery = require "orrery"
 local http = require "orrery.http"
 
