@@ -57,7 +57,10 @@ M.err_code = err_code
 -- when the operation was given one explicitly, so that cancelling either
 -- wakes it.
 local function wait(slot, xctx)
-  local ctx = ctxs[slot] or root
+  local ctx = ctxs[slot]
+  -- The common case: bound to the root context, no context of its own.
+  if not ctx and not xctx then return yield() end
+  ctx = ctx or root
   local err = ctx.e or (xctx and xctx.e)
   if err then
     C.orrery_ffi_wake(slot, err_code(err))
