@@ -29,6 +29,8 @@ int orrery_ffi_sleep(double secs);
 int orrery_ffi_wake(int32_t slot, int32_t code);
 int32_t orrery_ffi_wake_all(int32_t code);
 void orrery_ffi_co_bind(int32_t slot, int rooted);
+int32_t orrery_ffi_foreign_enter(void);
+void orrery_ffi_foreign_leave(int32_t slot);
 int orrery_ffi_co_parked(int32_t slot);
 
 orrery_tmr *orrery_ffi_timer_new(int32_t id);

@@ -267,3 +267,22 @@ void sched_dump(host_t *h, const char *reason) {
   lcore_dispatch(h, "dump", 0);
   (void)reason;
 }
+
+/* -- FFI: plain Lua coroutines inside orrery coroutines -- */
+
+/* coroutine.resume and coroutine.wrap (replaced in lua/orrery/sched.lua)
+ * bracket the resumed coroutine with these. Inside it there is no current
+ * orrery coroutine, so a blocking operation fails with a clear error
+ * instead of yielding to the wrong resumer, which would leave the
+ * scheduler believing that a running coroutine is parked. */
+int32_t orrery_ffi_foreign_enter(void) {
+  host_t *h = host_current;
+  int32_t slot = h->current ? h->current->slot : 0;
+  h->current = NULL;
+  return slot;
+}
+
+void orrery_ffi_foreign_leave(int32_t slot) {
+  host_t *h = host_current;
+  h->current = slot > 0 && slot <= h->cos_top ? h->cos[slot - 1] : NULL;
+}

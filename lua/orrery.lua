@@ -35,7 +35,7 @@ function M.go(fn, ...)
 end
 
 function M.yield()
-  if C.orrery_ffi_co_slot() == 0 then error("orrery.yield: not inside a coroutine", 2) end
+  if C.orrery_ffi_co_slot() == 0 then error("orrery.yield: not inside a coroutine (or inside coroutine.wrap/resume)", 2) end
   coroutine.yield()
 end
 

@@ -88,7 +88,7 @@ function Chan:send(v, opt)
   elseif r == OP_CLOSED then
     send_closed("orrery.chan:send")
   end
-  error("orrery.chan:send: would block outside a coroutine", 2)
+  error("orrery.chan:send: would block outside a coroutine (or inside coroutine.wrap/resume)", 2)
 end
 
 function Chan:try_send(v)
@@ -142,7 +142,7 @@ function Chan:recv(opt)
     end
     return nil, false, wake_err(code)
   elseif r == OP_BLOCK then
-    error("orrery.chan:recv: would block outside a coroutine", 2)
+    error("orrery.chan:recv: would block outside a coroutine (or inside coroutine.wrap/resume)", 2)
   end
   return took(self, r)
 end
@@ -236,7 +236,7 @@ function M.select(cases)
   local r = C.orrery_ffi_select(n, sel_chans, sel_kinds, iob, cases.default and 0 or 1, timeout)
   if r == OP_BLOCK then
     if cases.default then return nil, "default" end
-    error("orrery.select: would block outside a coroutine", 2)
+    error("orrery.select: would block outside a coroutine (or inside coroutine.wrap/resume)", 2)
   elseif r == OP_PARKED then
     local slot = iob[1]
     obox[slot] = cases

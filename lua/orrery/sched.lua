@@ -163,6 +163,31 @@ function M.timer_stop(tm)
   return C.orrery_ffi_timer_stop(tm.t) ~= 0
 end
 
+-- Plain Lua coroutines (generators, iterators) keep working inside orrery
+-- coroutines; only blocking orrery operations inside them are refused
+-- (see orrery_ffi_foreign_enter), since their yield would reach the
+-- plain coroutine's resumer instead of the scheduler.
+do
+  local co_create, co_resume = coroutine.create, coroutine.resume
+  local enter, leave = C.orrery_ffi_foreign_enter, C.orrery_ffi_foreign_leave
+  local function left(saved, ...)
+    leave(saved)
+    return ...
+  end
+  local function resume(co, ...)
+    return left(enter(), co_resume(co, ...))
+  end
+  local function unwrap(ok, ...)
+    if not ok then error((...), 0) end
+    return ...
+  end
+  coroutine.resume = resume
+  coroutine.wrap = function(f)
+    local co = co_create(f)
+    return function(...) return unwrap(resume(co, ...)) end
+  end
+end
+
 local handlers = {}
 M.handlers = handlers
 

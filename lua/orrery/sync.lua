@@ -129,8 +129,18 @@ function Group:go(fn, ...)
   end, ...)
 end
 
+-- Like errgroup.Wait, wait() does not give up when the caller's own
+-- context ends: the group's coroutines are woken by that cancellation too
+-- (their context derives from it) and wait() returns only once they have
+-- ended. It therefore waits under the root context, where a cancellation
+-- cannot cut the wait short.
 function Group:wait()
-  self.wg:wait()
+  local wg = self.wg
+  if wg.n > 0 then
+    sched.with_ctx(context.root, function()
+      while wg.n > 0 do wg:wait() end
+    end)
+  end
   self.cancel()
   return self.err
 end

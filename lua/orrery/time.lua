@@ -22,7 +22,7 @@ end
 function M.sleep(s)
   check_secs("orrery.sleep", s)
   if C.orrery_ffi_sleep(s) ~= OP_PARKED then
-    error("orrery.sleep: not inside a coroutine", 2)
+    error("orrery.sleep: not inside a coroutine (or inside coroutine.wrap/resume)", 2)
   end
   local code = wait(C.orrery_ffi_co_slot())
   if code == WAKE_TIMEOUT then return true end
