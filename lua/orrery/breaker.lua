@@ -12,6 +12,7 @@
 -- and one pcall, so loops over it stay JIT-compiled. The clock is read only
 -- when a transition may depend on it.
 local orrery = require "orrery"
+local check = require "orrery.check"
 
 local type, error, pcall, getmetatable, setmetatable, tostring =
   type, error, pcall, getmetatable, setmetatable, tostring
@@ -26,7 +27,7 @@ local M = { MAX_BUCKETS = MAX_BUCKETS }
 
 -- Every live breaker, for metrics and the console (weak: a breaker that
 -- is no longer referenced elsewhere disappears).
-local live = setmetatable({}, { __mode = "k" })
+local live, list = check.registry()
 
 local Breaker = {}
 Breaker.__index = Breaker
@@ -34,11 +35,7 @@ M.Breaker = Breaker
 
 -- -- Option checking --
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local callable = check.callable
 
 local function typename(v)
   if v ~= v then return "nan" end
@@ -51,14 +48,6 @@ local function opt_number(fname, opts, key, lo, strict)
   if type(v) ~= "number" or v ~= v or v < lo or (strict and v == lo) then
     error(("%s: bad option '%s' (%s number expected, got %s)"):format(fname, key,
       strict and "positive" or "non-negative", type(v) == "number" and tostring(v) or typename(v)), 3)
-  end
-  return v
-end
-
-local function opt_func(fname, opts, key)
-  local v = opts[key]
-  if v ~= nil and not callable(v) then
-    error(("%s: bad option '%s' (function expected, got %s)"):format(fname, key, type(v)), 3)
   end
   return v
 end
@@ -357,7 +346,7 @@ function M.new(opts)
   local timeout = opt_number(F, opts, "timeout", 0) or 0
   if timeout == 0 then timeout = 60 end
   local slow = opt_number(F, opts, "slow_call_duration", 0, true) or false
-  local clock = opt_func(F, opts, "clock") or orrery.now
+  local clock = check.func_opt(F, opts, "clock", 3) or orrery.now
 
   -- As in gobreaker: no interval means one bucket that is never cleared;
   -- a bucket period rounds the interval up to a whole number of buckets.
@@ -382,10 +371,10 @@ function M.new(opts)
     bucket_period = bucket_period,
     nb = nb,
     timeout = timeout,
-    ready_to_trip = opt_func(F, opts, "ready_to_trip") or false,
-    on_state_change = opt_func(F, opts, "on_state_change") or false,
-    is_successful = opt_func(F, opts, "is_successful") or false,
-    is_excluded = opt_func(F, opts, "is_excluded") or false,
+    ready_to_trip = check.func_opt(F, opts, "ready_to_trip", 3) or false,
+    on_state_change = check.func_opt(F, opts, "on_state_change", 3) or false,
+    is_successful = check.func_opt(F, opts, "is_successful", 3) or false,
+    is_excluded = check.func_opt(F, opts, "is_excluded", 3) or false,
     slow = slow,
     clock = clock,
     st = CLOSED,
@@ -417,12 +406,7 @@ function M.new(opts)
 end
 
 -- list() -> every live breaker, sorted by name.
-function M.list()
-  local out = {}
-  for cb in pairs(live) do out[#out + 1] = cb end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
+M.list = list
 
 -- -- Methods --
 

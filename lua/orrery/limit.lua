@@ -9,6 +9,7 @@
 -- semaphore: waiters queue FIFO in the channel's send queue, and every wait
 -- is cancellable by a context or a timeout.
 local orrery = require "orrery"
+local check = require "orrery.check"
 local context = require "orrery.context"
 
 local type, error, pcall, getmetatable, setmetatable, tostring =
@@ -21,28 +22,13 @@ local M = { inf = INF }
 
 -- Every live token bucket and concurrency limit, for metrics and the
 -- console (weak: unreferenced limiters disappear).
-local live = setmetatable({}, { __mode = "k" })
-
+local live
 -- list() -> every live limiter, sorted by name.
-function M.list()
-  local out = {}
-  for l in pairs(live) do out[#out + 1] = l end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
+live, M.list = check.registry()
 
 -- -- Argument checking --
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-
-local function show(v)
-  if type(v) == "number" then return tostring(v) end
-  return type(v)
-end
+local callable, show = check.callable, check.show
 
 local function check_opts(fname, opts, known)
   if opts == nil then opts = {} end
@@ -67,14 +53,6 @@ local function num_opt(fname, opts, key, how)
   if not ok then
     error(("%s: bad option '%s' (%s expected, got %s)"):format(fname, key,
       how.what or "non-negative number", show(v)), 3)
-  end
-  return v
-end
-
-local function func_opt(fname, opts, key)
-  local v = opts[key]
-  if v ~= nil and not callable(v) then
-    error(("%s: bad option '%s' (function expected, got %s)"):format(fname, key, type(v)), 3)
   end
   return v
 end
@@ -203,8 +181,8 @@ function M.token_bucket(opts)
     tok = burst,
     last = -INF,
     last_event = -INF,
-    clock = func_opt(F, opts, "clock") or orrery.now,
-    sleep = func_opt(F, opts, "sleep") or default_sleep,
+    clock = check.func_opt(F, opts, "clock", 3) or orrery.now,
+    sleep = check.func_opt(F, opts, "sleep", 3) or default_sleep,
     s_allowed = 0, s_rejected = 0, s_reserved = 0, s_waited = 0,
     s_wait_failed = 0, s_canceled = 0,
   }, Bucket)
@@ -613,7 +591,7 @@ function M.middleware(opts)
   local body = opts.body
   if body == nil then body = "too many requests\n" end
   if type(body) ~= "string" then error(F .. ": bad option 'body' (string expected, got " .. type(body) .. ")", 2) end
-  local on_reject = func_opt(F, opts, "on_reject")
+  local on_reject = check.func_opt(F, opts, "on_reject", 3)
   local cost = opts.cost
   if cost == nil then
     cost = 1

@@ -7,6 +7,7 @@
 -- sleeps park the coroutine and end early when its context does, which
 -- stops the retries at once.
 local orrery = require "orrery"
+local check = require "orrery.check"
 local context = require "orrery.context"
 
 local type, error, pcall, select, getmetatable, setmetatable, tostring, unpack =
@@ -18,26 +19,11 @@ local INF = math.huge
 local M = {}
 
 -- Every live policy made with retry.new, for metrics and the console.
-local live = setmetatable({}, { __mode = "k" })
-
+local live
 -- list() -> every live retry policy, sorted by name.
-function M.list()
-  local out = {}
-  for p in pairs(live) do out[#out + 1] = p end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
+live, M.list = check.registry()
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-
-local function show(v)
-  if type(v) == "number" then return tostring(v) end
-  return type(v)
-end
+local callable, show = check.callable, check.show
 
 local function pack(...) return { n = select("#", ...), ... } end
 
@@ -99,14 +85,6 @@ local function num_opt(fname, opts, key, default, lo, how)
   return v
 end
 
-local function func_opt(fname, opts, key)
-  local v = opts[key]
-  if v ~= nil and not callable(v) then
-    error(("%s: bad option '%s' (function expected, got %s)"):format(fname, key, type(v)), 4)
-  end
-  return v
-end
-
 local function build(fname, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
@@ -140,10 +118,10 @@ local function build(fname, opts)
     attempt_timeout = num_opt(fname, opts, "attempt_timeout", false, 0,
       { strict = true, what = "positive number of seconds" }),
     jitter = jitter,
-    retry_on = func_opt(fname, opts, "retry_on") or false,
-    on_retry = func_opt(fname, opts, "on_retry") or false,
-    random = func_opt(fname, opts, "random") or random,
-    sleep = func_opt(fname, opts, "sleep") or orrery.sleep,
+    retry_on = check.func_opt(fname, opts, "retry_on", 4) or false,
+    on_retry = check.func_opt(fname, opts, "on_retry", 4) or false,
+    random = check.func_opt(fname, opts, "random", 4) or random,
+    sleep = check.func_opt(fname, opts, "sleep", 4) or orrery.sleep,
     st = stats or {},
   }, Policy)
   local st = p.st
