@@ -226,6 +226,16 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* core.watch_signals(): SIGINT and SIGTERM keep the loop alive from now
+ * on, so that a process whose only remaining wait is for a shutdown
+ * signal (root:done()) is not reported as deadlocked. */
+static int l_watch_signals(lua_State *L) {
+  host_t *h = get_host(L);
+  uv_ref((uv_handle_t *)&h->sig[0]);
+  uv_ref((uv_handle_t *)&h->sig[1]);
+  return 0;
+}
+
 static int l_set_grace(lua_State *L) {
   host_t *h = get_host(L);
   double g = luaL_checknumber(L, 1);
@@ -249,6 +259,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"exit", l_exit},
                                  {"stats", l_stats},
                                  {"set_grace", l_set_grace},
+                                 {"watch_signals", l_watch_signals},
                                  {"cdef", l_cdef},
                                  {"readline", repl_readline},
                                  {NULL, NULL}};

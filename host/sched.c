@@ -248,6 +248,12 @@ int sched_run(host_t *h) {
       continue;
     }
     timer_arm(h);
+    if (!uv_loop_alive(h->loop)) {
+      /* A signal may have arrived without the loop having read it yet:
+       * poll once before calling it a deadlock. */
+      uv_run(h->loop, UV_RUN_NOWAIT);
+      if (h->ready_head || h->heap_len || h->exiting) continue;
+    }
     if (!uv_loop_alive(h->loop) && !h->ready_head) {
       if (h->main) {
         fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");

@@ -147,6 +147,9 @@ function Ctx:done()
     chan = chan or require "orrery.chan"
     d = chan.new(0, "ctx.done")
     self.done_ch = d
+    -- Waiting for the root to end is waiting for SIGINT/SIGTERM, which
+    -- is not a deadlock.
+    if self == root then require("orrery.core").watch_signals() end
     if self.e or (self == root and root.shutdown) then d:close() end
   end
   return d

@@ -315,6 +315,28 @@ T.test("with_context binds the current coroutine and restores it, also on error"
   T.ok(rawequal(context.current(), before))
 end)
 
+T.test("without_cancel: keeps the values, not the cancellation or the deadline", function()
+  local parent, cancel = context.with_timeout(100)
+  local valued = context.with_value("k", "v", parent)
+  local detached = context.without_cancel(valued)
+  T.eq(detached:value("k"), "v")
+  T.eq(detached:deadline(), nil)
+  local out = spawn_in(detached, function()
+    local r = { orrery.sleep(0.01) }
+    r[#r + 1] = detached:err()
+    return unpack(r)
+  end)
+  orrery.yield()
+  cancel()
+  T.eq(valued:err(), "canceled")
+  T.eq(out:recv(), { true, true, nil }, "the wait under the detached context went on")
+  local child, cancel_child = context.with_cancel(detached)
+  cancel_child()
+  T.eq(child:err(), "canceled", "it can still have cancellable children")
+  T.eq(detached:err(), nil)
+  T.raises(function() context.without_cancel(5) end, "orrery.context.without_cancel: bad argument #1")
+end)
+
 T.test("background() is the root context", function()
   local root = context.background()
   T.ok(context.is_ctx(root))
@@ -394,4 +416,23 @@ T.test("group: derives its context from the caller's or a given parent", functio
   T.eq(out:recv(), { nil, "canceled" })
   T.eq(g:wait(), nil, "cancelled from outside is not an error of the group")
   T.raises(function() g:go(42) end, "orrery.group:go: bad argument #1")
+end)
+
+T.test("group: wait waits for every coroutine even when the caller is cancelled", function()
+  local ctx, cancel = context.with_cancel()
+  local finished = false
+  local out = spawn_in(ctx, function()
+    local g = orrery.group()
+    g:go(function()
+      local ok, err = orrery.sleep(100)       -- woken by the cancel
+      for _ = 1, 3 do orrery.yield() end       -- some cleanup after it
+      finished = true
+      return ok, err
+    end)
+    local err = g:wait()
+    return finished, err
+  end)
+  orrery.yield()
+  cancel()
+  T.eq(out:recv(), { true, true, "canceled" })
 end)

@@ -113,6 +113,40 @@ T.test("contexts derived from the root are cancelled by SIGTERM", function()
   T.eq(st, 0)
 end)
 
+T.test("waits under a without_cancel context are not woken by the shutdown", function()
+  local st, out = child([[
+    local detached = orrery.context.without_cancel()
+    local drained = orrery.chan()
+    orrery.with_context(detached, function()
+      orrery.go(function()
+        local ok, err = orrery.sleep(0.05)      -- not cut short by SIGTERM
+        drained:send({ ok, err })
+      end)
+    end)
+    orrery.go(function() kill("TERM") end)
+    print("main woke", orrery.sleep(60))
+    local r = drained:recv()
+    print("drainer", r[1], r[2])
+  ]])
+  T.eq(out, "main woke\tnil\tcanceled\ndrainer\ttrue\tnil\n")
+  T.eq(st, 0)
+end)
+
+-- Regression: a signal that has been delivered but not yet read from
+-- libuv's signal pipe when the last coroutine parks must be handled, not
+-- lost to the deadlock check (host/sched.c checks uv_loop_alive() before
+-- polling, and signal handles do not keep the loop alive).
+T.test("a signal delivered just before the loop goes idle is not a deadlock", function()
+  local st, out, err = child([[
+    orrery.on_shutdown(function(sig) print("handler", sig) end)
+    kill("TERM")
+    print(orrery.context.background():done():recv())
+  ]])
+  T.eq(err, "")
+  T.eq(out, "handler\t15\nnil\tfalse\tclosed\n")
+  T.eq(st, 0)
+end)
+
 T.test("SIGINT does the same with signal number 2", function()
   local st, out = child([[
     orrery.on_shutdown(function(sig) print("handler", sig) end)
