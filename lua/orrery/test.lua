@@ -185,4 +185,31 @@ function M.script(src, opts)
   return st, so, se
 end
 
+-- settle(ids): yields until every coroutine whose id is listed is parked
+-- (state "waiting"), so that a test can act once its coroutines have
+-- reached their wait; fails the test if they never get there.
+function M.settle(ids)
+  local orrery = require "orrery"
+  for _ = 1, 10000 do
+    local state = {}
+    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
+    local all = true
+    for _, id in ipairs(ids) do
+      if state[id] ~= "waiting" then all = false end
+    end
+    if all then return end
+    orrery.yield()
+  end
+  fail("coroutines never parked")
+end
+
+-- spawn(fn, ...) -> out, id: runs fn(...) in a new coroutine; out (a
+-- channel) then delivers { pcall(fn, ...) }.
+function M.spawn(fn, ...)
+  local orrery = require "orrery"
+  local out = orrery.chan(1)
+  local id = orrery.go(function(...) out:send({ pcall(fn, ...) }) end, ...)
+  return out, id
+end
+
 return M

@@ -7,29 +7,11 @@ local go, chan = orrery.go, orrery.chan
 
 -- Yields until every coroutine whose id is in ids is parked, so that a
 -- test knows the order in which they queued. Bounded, never time-based.
-local function settle(ids)
-  for _ = 1, 10000 do
-    local state = {}
-    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
-    local all = true
-    for _, id in ipairs(ids) do
-      if state[id] ~= "waiting" then all = false end
-    end
-    if all then return end
-    orrery.yield()
-  end
-  T.fail("coroutines never parked")
-end
+local settle = T.settle
 
 -- Runs fn in a coroutine and returns a channel that receives
 -- { ok, results... } when it ends (also when it raises).
-local function spawn(fn, ...)
-  local out = chan(1)
-  local id = go(function(...)
-    out:send({ pcall(fn, ...) })
-  end, ...)
-  return out, id
-end
+local spawn = T.spawn
 
 T.test("unbuffered send and recv hand values over in order", function()
   local ch = chan()

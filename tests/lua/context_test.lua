@@ -6,19 +6,7 @@ local orrery = require "orrery"
 
 local go, chan, context = orrery.go, orrery.chan, orrery.context
 
-local function settle(ids)
-  for _ = 1, 10000 do
-    local state = {}
-    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
-    local all = true
-    for _, id in ipairs(ids) do
-      if state[id] ~= "waiting" then all = false end
-    end
-    if all then return end
-    orrery.yield()
-  end
-  T.fail("coroutines never parked")
-end
+local settle = T.settle
 
 -- Starts fn in a coroutine bound to ctx; returns a channel that gets
 -- { pcall results } and the coroutine id.

@@ -12,19 +12,7 @@ local function full_gc()
 end
 
 -- Yields until every coroutine whose id is in ids is parked.
-local function settle(ids)
-  for _ = 1, 10000 do
-    local state = {}
-    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
-    local all = true
-    for _, id in ipairs(ids) do
-      if state[id] ~= "waiting" then all = false end
-    end
-    if all then return end
-    orrery.yield()
-  end
-  T.fail("coroutines never parked")
-end
+local settle = T.settle
 
 T.test("coroutines parked on a channel survive a full GC and finish later", function()
   local results = chan(100)

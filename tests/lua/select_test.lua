@@ -5,19 +5,7 @@ local orrery = require "orrery"
 
 local go, chan, select = orrery.go, orrery.chan, orrery.select
 
-local function settle(ids)
-  for _ = 1, 10000 do
-    local state = {}
-    for _, c in ipairs(orrery.coroutines()) do state[c.id] = c.state end
-    local all = true
-    for _, id in ipairs(ids) do
-      if state[id] ~= "waiting" then all = false end
-    end
-    if all then return end
-    orrery.yield()
-  end
-  T.fail("coroutines never parked")
-end
+local settle = T.settle
 
 local function spawn(fn, ...)
   local out = chan(1)
