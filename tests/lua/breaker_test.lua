@@ -511,37 +511,7 @@ T.test("every option is validated", function()
   T.eq(cb:call(callable), "called")
 end)
 
--- Runs the loop `fn` with a trace listener; returns the trace aborts that
--- happened in fn itself or in the module under test (as "where: why"), and
--- the number of traces completed. Other aborts are not the loop's: LuaJIT's
--- hot counters are hashed, so a callee may start (and abort) a trace of
--- its own before the loop gets hot; the loop still compiles with it inlined.
-local function traced(fn, module)
-  local loop_def = debug.getinfo(fn, "S").linedefined
-  local loop_src = debug.getinfo(fn, "S").source
-  local okv, vmdef = pcall(require, "jit.vmdef")
-  local jutil = require "jit.util"
-  local aborts, stops = {}, 0
-  local function listener(what, _, func, pc, code, arg)
-    if what == "stop" then
-      stops = stops + 1
-    elseif what == "abort" then
-      local fi = jutil.funcinfo(func, pc)
-      local why = okv and vmdef.traceerr[code] or tostring(code)
-      if type(arg) == "number" and why:find("%%d") then why = why:format(arg) end
-      local src = fi.source or ""
-      if src:find(module, 1, true) or (src == loop_src and fi.linedefined == loop_def) then
-        aborts[#aborts + 1] = ("%s: %s"):format(fi.loc or "?", why)
-      end
-    end
-  end
-  jit.flush()
-  jit.attach(listener, "trace")
-  local ok, err = pcall(fn)
-  jit.attach(listener)
-  if not ok then error(err, 0) end
-  return aborts, stops
-end
+local traced = T.traced
 
 T.test("cb:call on a closed breaker stays JIT-compiled", function()
   if not jit or not jit.status() then T.skip("JIT is off") end

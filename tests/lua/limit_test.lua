@@ -515,34 +515,7 @@ T.test("every option is validated", function()
   bad(function() limit.by_header(1) end, "orrery.limit.by_header: bad argument #1")
 end)
 
--- Runs the loop `fn` with a trace listener; returns the aborts in fn or in
--- the module under test, and the number of traces completed (see
--- breaker_test.lua for why other aborts are not the loop's).
-local function traced(fn, module)
-  local info = debug.getinfo(fn, "S")
-  local okv, vmdef = pcall(require, "jit.vmdef")
-  local jutil = require "jit.util"
-  local aborts, stops = {}, 0
-  local function listener(what, _, func, pc, code, arg)
-    if what == "stop" then
-      stops = stops + 1
-    elseif what == "abort" then
-      local fi = jutil.funcinfo(func, pc)
-      local why = okv and vmdef.traceerr[code] or tostring(code)
-      if type(arg) == "number" and why:find("%%d") then why = why:format(arg) end
-      local src = fi.source or ""
-      if src:find(module, 1, true) or (src == info.source and fi.linedefined == info.linedefined) then
-        aborts[#aborts + 1] = ("%s: %s"):format(fi.loc or "?", why)
-      end
-    end
-  end
-  jit.flush()
-  jit.attach(listener, "trace")
-  local ok, err = pcall(fn)
-  jit.attach(listener)
-  if not ok then error(err, 0) end
-  return aborts, stops
-end
+local traced = T.traced
 
 T.test("allow stays JIT-compiled, allowed and rejected alike", function()
   if not jit or not jit.status() then T.skip("JIT is off") end
