@@ -102,8 +102,12 @@ void timer_expire(host_t *h) {
   h->nfired = 0;
 }
 
+/* sched_run() expires the heap once uv_run() returns; this only has to
+ * make sure that it does return. A libuv timer that is already due when
+ * uv_run(UV_RUN_ONCE) starts fires before the poll, and without uv_stop()
+ * the poll would then block with no timeout while any socket is open. */
 static void on_uvtimer(uv_timer_t *t) {
-  (void)t; /* sched_run() calls timer_expire() after uv_run() returns. */
+  uv_stop(t->loop);
 }
 
 /* Points the libuv timer at the earliest deadline; it keeps the loop alive

@@ -192,3 +192,28 @@ T.test("many pending timers can be stopped", function()
   for i = 1, 10000 do T.eq(ts[i]:stop(), true) end
   T.eq(orrery.stats().timers, base)
 end)
+
+-- Regression: a deadline that passed while coroutines were running made
+-- the libuv timer fire at the start of uv_run(), before the poll, which
+-- then blocked with no timeout because a listening socket kept the loop
+-- alive: the timed-out receive below never returned.
+T.test("a deadline that passes during a busy stretch fires while a socket is open", function()
+  local st, out, err = T.script([[
+    local orrery = require "orrery"
+    local http = require "orrery.http"
+    local srv = assert(http.listen(function() return 200, "x" end, { host = "127.0.0.1", port = 0 }))
+    for _ = 1, 20 do
+      local ch = orrery.chan()
+      orrery.go(function()
+        local t = orrery.now() + 0.003
+        while orrery.now() < t do end
+      end)
+      local v, ok, e = ch:recv(0.001)
+      assert(e == "timeout", tostring(e))
+    end
+    srv:close()
+    print("done")
+  ]], { timeout = 20 })
+  T.eq(st, 0, "exit status (137 means it hung; stderr: " .. err:sub(1, 200) .. ")")
+  T.eq(out, "done\n")
+end)
