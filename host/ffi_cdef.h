@@ -38,3 +38,22 @@ void orrery_ffi_timer_free(orrery_tmr *t);
 void orrery_ffi_timer_start(orrery_tmr *t, double secs);
 int orrery_ffi_timer_stop(orrery_tmr *t);
 int orrery_ffi_timer_active(const orrery_tmr *t);
+
+/* HTTP server connections (host/http_server.c). A request head is handed
+ * to Lua as positions in the connection's read buffer, valid until its
+ * response has been sent. */
+typedef struct orrery_http_head {
+  const char *buf;
+  const char *reason; /* a protocol error: why it was answered */
+  uint32_t path_off, path_len, query_off, query_len;
+  int32_t seq;
+  int32_t status; /* a protocol error: the status answered */
+  uint8_t method; /* llhttp's method number */
+  uint8_t minor;  /* HTTP/1.minor */
+  uint8_t has_query;
+} orrery_http_head;
+
+int orrery_ffi_http_next(orrery_http_head *h, int32_t code);
+int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,
+                            const char *body, size_t len, const char *ctype,
+                            int32_t flags);

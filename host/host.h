@@ -142,6 +142,7 @@ struct host_s {
   uv_timer_t grace_timer;
   struct repl_s *repl; /* stdin reader of `orrery repl`, see repl.c */
   struct net_state_s *net; /* live sockets, see tcp.c */
+  struct http_state_s *http; /* shared by HTTP connections, see http_server.c */
 };
 
 extern _Thread_local host_t *host_current;

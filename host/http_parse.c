@@ -2,6 +2,9 @@
 /* http_parse.c -- strict HTTP/1.1 request parsing over llhttp, with limits. */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "http_parse.h"
 
@@ -42,6 +45,35 @@ static int ieq(const char *a, size_t n, const char *lit) {
   return 1;
 }
 
+/* Makes room for one more field: the first HP_INLINE live in hp_t. */
+static int grow_fields(hp_t *hp) {
+  uint32_t cap = hp->hcap * 2;
+  if (cap > hp->lim.max_headers) cap = hp->lim.max_headers;
+  if (cap <= hp->hcap) return -1;
+  size_t sz = sizeof(hp_span_t) * cap;
+  if (hp->hname == hp->inl_name) {
+    hp_span_t *n = malloc(sz), *v = malloc(sz);
+    if (!n || !v) {
+      free(n);
+      free(v);
+      return -1;
+    }
+    memcpy(n, hp->inl_name, sizeof(hp->inl_name));
+    memcpy(v, hp->inl_val, sizeof(hp->inl_val));
+    hp->hname = n;
+    hp->hval = v;
+  } else {
+    hp_span_t *n = realloc(hp->hname, sz);
+    if (!n) return -1;
+    hp->hname = n; /* larger than hcap says until hval follows: harmless */
+    hp_span_t *v = realloc(hp->hval, sz);
+    if (!v) return -1;
+    hp->hval = v;
+  }
+  hp->hcap = cap;
+  return 0;
+}
+
 static int on_message_begin(llhttp_t *p) {
   hp_t *hp = hp_of(p);
   hp->state = HP_S_HEAD;
@@ -74,17 +106,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   if (!hp->in_value) {
     if (hp->nh >= hp->lim.max_headers)
       return fail(hp, 431, "too many header fields");
-    if (hp->nh == hp->hcap) {
-      uint32_t cap = hp->hcap ? hp->hcap * 2 : 16;
-      if (cap > hp->lim.max_headers) cap = hp->lim.max_headers;
-      hp_span_t *n = realloc(hp->hname, sizeof(hp_span_t) * cap);
-      if (!n) return fail(hp, 503, "out of memory");
-      hp->hname = n;
-      hp_span_t *v = realloc(hp->hval, sizeof(hp_span_t) * cap);
-      if (!v) return fail(hp, 503, "out of memory");
-      hp->hval = v;
-      hp->hcap = cap;
-    }
+    if (hp->nh == hp->hcap && grow_fields(hp))
+      return fail(hp, 503, "out of memory");
     hp->hname[hp->nh].len = 0;
     hp->hval[hp->nh].off = 0;
     hp->hval[hp->nh].len = 0;
@@ -149,20 +172,16 @@ static int on_header_value_complete(llhttp_t *p) {
  * which llhttp 8 accepts in strict mode. Line ends were checked by llhttp
  * (CRLF only), so splitting on LF is exact. */
 static int scan_fields(hp_t *hp, const char *s, size_t n) {
-  size_t i = 0;
-  while (i < n && s[i] != '\n') i++; /* the request line */
-  i++;
-  while (i < n) {
-    char c = s[i];
-    if (c == '\r') break; /* the empty line ending the head */
-    if (c == ' ' || c == '\t') return fail(hp, 400, "obsolete line folding");
-    while (i < n && s[i] != ':') {
-      if (s[i] == ' ' || s[i] == '\t')
+  const char *p = s, *end = s + n;
+  const char *nl = memchr(p, '\n', n); /* the request line */
+  while (nl) {
+    p = nl + 1;
+    if (p >= end || *p == '\r') break; /* the empty line ending the head */
+    if (*p == ' ' || *p == '\t') return fail(hp, 400, "obsolete line folding");
+    for (; p < end && *p != ':'; p++)
+      if (*p == ' ' || *p == '\t')
         return fail(hp, 400, "whitespace before colon");
-      i++;
-    }
-    while (i < n && s[i] != '\n') i++;
-    i++;
+    nl = memchr(p, '\n', (size_t)(end - p)); /* the value needs no scan */
   }
   return 0;
 }
@@ -292,19 +311,204 @@ static void reset_message(hp_t *hp) {
   hp->reason = NULL;
 }
 
+/* -- The fast path --
+ *
+ * Most request heads have one shape: GET or HEAD, an origin-form target,
+ * HTTP/1.1 (or 1.0 kept alive), a handful of fields with plain values and
+ * nothing that frames a body or changes the connection. fast_head parses a
+ * complete head of that shape directly, a few times cheaper than llhttp's
+ * state machine. It accepts a subset of what the llhttp path accepts, with
+ * the same result (host/fuzz_http_fast.c checks both paths against each
+ * other); anything else, or a head not complete yet, is left to llhttp,
+ * which therefore still decides every error. llhttp is not fed the heads
+ * taken here: it stays at the start of a message, where it would be after
+ * them, since only kept-alive messages without a body are taken. */
+
+/* Byte classes of the fast path: C_TCHAR may be in a field name, C_TARGET
+ * in an origin-form target as llhttp takes it in a path or query ('#', a
+ * fragment rejected later, is left to llhttp), C_VALUE in a field value,
+ * whitespace included (obs-text and controls are left to llhttp). */
+enum { C_TCHAR = 1, C_TARGET = 2, C_VALUE = 4 };
+/* clang-format off */
+static const uint8_t fp_class[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 7, 6, 5, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6,
+    6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0,
+    /* 0x80 and above: none */
+};
+/* clang-format on */
+
+#define FP_IS(c, k) (fp_class[(unsigned char)(c)] & (k))
+
+/* The end of a field value starting at p: the first byte that is not
+ * C_VALUE, or e. Sixteen bytes at a time where SSE2 is there. */
+static const char *scan_value(const char *p, const char *e) {
+#ifdef __SSE2__
+  const __m128i lo = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f),
+                tab = _mm_set1_epi8('\t');
+  while (e - p >= 16) {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+    /* Signed: bytes from 0x80 are below 0x20 too. */
+    __m128i stop =
+        _mm_andnot_si128(_mm_cmpeq_epi8(x, tab), _mm_cmplt_epi8(x, lo));
+    stop = _mm_or_si128(stop, _mm_cmpeq_epi8(x, del));
+    int m = _mm_movemask_epi8(stop);
+    if (m) return p + __builtin_ctz((unsigned)m);
+    p += 16;
+  }
+#endif
+  while (p < e && FP_IS(*p, C_VALUE)) p++;
+  return p;
+}
+
+static int add_field(hp_t *hp, uint32_t noff, uint32_t nlen, uint32_t voff,
+                     uint32_t vlen) {
+  if (hp->nh == hp->hcap && grow_fields(hp)) return -1;
+  hp->hname[hp->nh].off = noff;
+  hp->hname[hp->nh].len = nlen;
+  hp->hval[hp->nh].off = voff;
+  hp->hval[hp->nh].len = vlen;
+  hp->nh++;
+  return 0;
+}
+
+/* Returns 1 with the head parsed (the message is complete: no body), 0 to
+ * leave it to llhttp (fields it recorded are dropped by the caller). */
+static int fast_scan(hp_t *hp, const char *base, size_t end) {
+  const char *s = base + hp->pos, *e = base + end, *p;
+  if ((size_t)(e - s) > hp->lim.max_header_bytes)
+    e = s + hp->lim.max_header_bytes;
+  uint8_t method;
+  if (e - s >= 4 && !memcmp(s, "GET ", 4)) {
+    method = HTTP_GET;
+    p = s + 4;
+  } else if (e - s >= 5 && !memcmp(s, "HEAD ", 5)) {
+    method = HTTP_HEAD;
+    p = s + 5;
+  } else {
+    return 0;
+  }
+  const char *u = p, *q = NULL;
+  if (p >= e || *p != '/') return 0;
+  for (; p < e && FP_IS(*p, C_TARGET); p++)
+    if (*p == '?' && !q) q = p;
+  size_t ulen = (size_t)(p - u);
+  if (ulen > hp->lim.max_uri) return 0;
+  if (e - p < 11 || memcmp(p, " HTTP/1.", 8) || (p[8] != '0' && p[8] != '1') ||
+      p[9] != '\r' || p[10] != '\n')
+    return 0;
+  uint8_t minor = (uint8_t)(p[8] - '0');
+  p += 11;
+  int keep = minor == 1, hosts = 0;
+  hp->nh = 0;
+  for (;;) {
+    if (e - p < 2) return 0;
+    if (p[0] == '\r') {
+      if (p[1] != '\n') return 0;
+      p += 2;
+      break;
+    }
+    const char *n = p;
+    while (p < e && FP_IS(*p, C_TCHAR)) p++;
+    if (p == n || p >= e || *p != ':') return 0;
+    size_t nlen = (size_t)(p - n);
+    p++;
+    while (p < e && (*p == ' ' || *p == '\t')) p++;
+    const char *v = p;
+    p = scan_value(p, e);
+    if (e - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+    size_t vlen = (size_t)(p - v);
+    p += 2;
+    switch (nlen) {
+    case 4:
+      if ((n[0] | 0x20) == 'h' && (n[1] | 0x20) == 'o' &&
+          (n[2] | 0x20) == 's' && (n[3] | 0x20) == 't')
+        hosts++;
+      break;
+    case 6:
+      if (ieq(n, nlen, "expect")) return 0;
+      break;
+    case 7:
+      if (ieq(n, nlen, "upgrade")) return 0;
+      break;
+    case 10:
+      if (ieq(n, nlen, "connection")) {
+        size_t k = vlen;
+        while (k && (v[k - 1] == ' ' || v[k - 1] == '\t')) k--;
+        if (!ieq(v, k, "keep-alive")) return 0; /* close, or a list */
+        keep = 1;
+      }
+      break;
+    case 14:
+      if (ieq(n, nlen, "content-length")) return 0;
+      break;
+    case 16:
+      if (ieq(n, nlen, "proxy-connection")) return 0;
+      break;
+    case 17:
+      if (ieq(n, nlen, "transfer-encoding")) return 0;
+      break;
+    }
+    if (hp->nh >= hp->lim.max_headers) return 0;
+    if (add_field(hp, (uint32_t)(n - base), (uint32_t)nlen,
+                  (uint32_t)(v - base), (uint32_t)vlen))
+      return 0;
+  }
+  if (!keep || hosts > 1 || (minor == 1 && hosts == 0)) return 0;
+  hp->head_start = hp->pos;
+  hp->head_end = (size_t)(p - base);
+  hp->method.off = (uint32_t)hp->pos;
+  hp->method.len = method == HTTP_GET ? 3 : 4;
+  hp->url.off = (uint32_t)(u - base);
+  hp->url.len = (uint32_t)ulen;
+  hp->method_id = method;
+  hp->minor = minor;
+  hp->host_count = (uint8_t)hosts;
+  /* What check_target makes of an origin-form target. */
+  hp->path.off = hp->url.off;
+  hp->path.len = (uint32_t)(q ? (size_t)(q - u) : ulen);
+  if (q) {
+    hp->flags |= HP_F_HAS_QUERY;
+    hp->query.off = (uint32_t)(q + 1 - base);
+    hp->query.len = (uint32_t)(u + ulen - q - 1);
+  }
+  hp->flags |= HP_F_KEEP_ALIVE;
+  hp->pos = hp->head_end;
+  hp->state = HP_S_DONE;
+  return 1;
+}
+
+static int fast_head(hp_t *hp, const char *base, size_t end) {
+  if (fast_scan(hp, base, end)) return 1;
+  reset_message(hp);
+  return 0;
+}
+
 void hp_init(hp_t *hp, const hp_limits_t *lim) {
   memset(hp, 0, sizeof(*hp));
   hp->lim = *lim;
+  hp->fast = 1;
+  hp->hname = hp->inl_name;
+  hp->hval = hp->inl_val;
+  hp->hcap = HP_INLINE;
   llhttp_init(&hp->p, HTTP_REQUEST, settings());
   hp->p.data = hp;
   reset_message(hp);
 }
 
 void hp_free(hp_t *hp) {
-  free(hp->hname);
-  free(hp->hval);
-  hp->hname = hp->hval = NULL;
-  hp->hcap = 0;
+  if (hp->hname != hp->inl_name) {
+    free(hp->hname);
+    free(hp->hval);
+  }
+  hp->hname = hp->inl_name;
+  hp->hval = hp->inl_val;
+  hp->hcap = HP_INLINE;
 }
 
 static int to_error(hp_t *hp, int status, const char *reason) {
@@ -320,7 +524,11 @@ int hp_feed(hp_t *hp, const char *base, size_t end) {
   if (hp->state == HP_S_ERROR) return HP_ERROR;
   if (hp->state == HP_S_DONE) return HP_DONE;
   if (hp->state == HP_S_UPGRADE) return to_error(hp, 0, NULL);
-  if (hp->state == HP_S_IDLE) hp->head_start = hp->pos;
+  if (hp->state == HP_S_IDLE) {
+    if (hp->pos >= end) return HP_NEED;
+    if (hp->fast && fast_head(hp, base, end)) return HP_HEAD;
+    hp->head_start = hp->pos;
+  }
   size_t stop = end;
   int in_head = hp->state == HP_S_IDLE || hp->state == HP_S_HEAD;
   if (in_head) {
@@ -363,6 +571,11 @@ int hp_feed(hp_t *hp, const char *base, size_t end) {
 }
 
 void hp_next_message(hp_t *hp, size_t drop) {
+  /* After a message that ends the connection or upgrades it, llhttp
+   * takes no further message: neither must the fast path, which llhttp
+   * does not see. */
+  if (!(hp->flags & HP_F_KEEP_ALIVE) || (hp->flags & HP_F_UPGRADE))
+    hp->fast = 0;
   hp->pos -= drop;
   reset_message(hp);
 }

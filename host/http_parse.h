@@ -19,6 +19,9 @@ typedef struct {
   uint32_t off, len;
 } hp_span_t;
 
+/* Header fields recorded without an allocation. */
+#define HP_INLINE 8
+
 /* Events returned by hp_feed. */
 enum {
   HP_NEED = 0, /* every byte was consumed; feed more */
@@ -64,7 +67,7 @@ typedef struct hp_s {
   /* The current request. */
   size_t head_start, head_end;
   hp_span_t method, url, path, query;
-  hp_span_t *hname, *hval;
+  hp_span_t *hname, *hval; /* inl_name, inl_val until more are needed */
   uint32_t nh, hcap;
   int64_t content_length; /* -1 when absent */
   uint32_t flags;
@@ -77,6 +80,8 @@ typedef struct hp_s {
   hp_span_t te;
   hp_span_t body; /* HP_BODY: the decoded piece */
   uint64_t body_bytes;
+  uint8_t fast; /* parse common heads without llhttp (on by default) */
+  hp_span_t inl_name[HP_INLINE], inl_val[HP_INLINE];
 } hp_t;
 
 void hp_init(hp_t *hp, const hp_limits_t *lim);

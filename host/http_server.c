@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* http_server.c -- orrery.http.core: the per-connection half of the HTTP/1.1
  * server (request heads, bodies, keep-alive, response framing). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,16 @@
  * request, not once per read. The head stays in the connection's read
  * buffer, at the offsets the parser recorded, until the next message
  * starts; header lookups read it there, so a request's headers are only
- * available until its response has been sent (checked with seq). */
+ * available until its response has been sent (checked with seq).
+ *
+ * next() and respond() without headers are FFI calls (ffi_cdef.h), the
+ * rest of the API goes through the Lua C API.
+ *
+ * The wait for a request head (idle, header and drain timeouts) is timed
+ * with the connection's read deadline (net_deadline), not with the
+ * coroutine's timer: the deadline is a field write in a list ordered by
+ * time, and a kept-alive connection serving requests back to back costs
+ * no timer operation per request. */
 
 /* Stages of a connection. */
 enum {
@@ -49,24 +59,64 @@ typedef struct {
   size_t n, cap;
 } sbuf_t;
 
+/* A response head without handler headers is the same for every response
+ * with the same status, Content-Type, length and connection handling
+ * within one second: a few are kept whole, so that most responses cost
+ * one copy of the head instead of a dozen appends. */
+#define HEADS 4
+typedef struct {
+  time_t date_t; /* 0: empty */
+  int status;
+  size_t blen;
+  uint8_t conn; /* 0, or 1: Connection: close, 2: Connection: keep-alive */
+  uint8_t has_ctype;
+  uint16_t len;
+  char ctype[64];
+  char head[256];
+} head_cache_t;
+
+/* What every connection of a host shares: responses are formatted in out
+ * and written at once (net_write copies what the socket does not take),
+ * the Date header changes once a second, and the head cache. Allocated
+ * by luaopen_orrery_http_core, freed when the Lua state closes. */
+typedef struct http_state_s {
+  sbuf_t out;
+  time_t date_t;
+  char date[40];
+  head_cache_t heads[HEADS];
+  unsigned next_head; /* the entry replaced next */
+} http_state_t;
+
 typedef struct hconn_s {
+  orrery_http_head pub; /* first: the FFI side holds a pointer to it */
   hp_t hp;
   net_conn_t *c;
   int32_t id;
   uint64_t max_body;
-  double header_timeout, body_timeout, idle_timeout, write_timeout;
-  double deadline;  /* of the current head or drain, 0 when unset */
+  uint32_t header_ms, body_ms, idle_ms; /* read deadlines, 0: none */
+  double body_timeout, write_timeout;
   double bdeadline; /* of the body read, 0 when unset */
   int stage, goal;
   int seq; /* request number, for stale header lookups */
   int requests;
   uint8_t continue_sent, want_close, in_handler, notified, have_chunk;
   uint8_t body_err, mode, head_req, shutting;
+  uint8_t fixed; /* a header or drain deadline runs (c->dl), keep it */
   uint64_t discarded, remaining;
-  sbuf_t body, out;
-  time_t date_t;
-  char date[40];
+  sbuf_t body;
 } hconn_t;
+
+/* uv_buf_init, inlined. */
+static inline uv_buf_t buf_of(const char *p, size_t n) {
+  uv_buf_t b;
+  b.base = (char *)p;
+  b.len = n;
+  return b;
+}
+
+static http_state_t *hstate(void) {
+  return host_current->http;
+}
 
 static int sb_reserve(sbuf_t *b, size_t more) {
   if (b->n + more <= b->cap) return 0;
@@ -97,23 +147,39 @@ static void sb_int(sbuf_t *b, uint64_t v) {
   sb_add(b, tmp + i, (size_t)(24 - i));
 }
 
-static const char *date_now(hconn_t *hc) {
+static const char *date_now(void) {
+  http_state_t *hs = hstate();
   time_t t = time(NULL);
-  if (t != hc->date_t) {
+  if (t != hs->date_t) {
     struct tm tm;
     gmtime_r(&t, &tm);
-    strftime(hc->date, sizeof(hc->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    hc->date_t = t;
+    strftime(hs->date, sizeof(hs->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    hs->date_t = t;
   }
-  return hc->date;
+  return hs->date;
 }
 
 static void hc_free(void *ud) {
   hconn_t *hc = ud;
   hp_free(&hc->hp);
   free(hc->body.p);
-  free(hc->out.p);
   free(hc);
+}
+
+/* Sets the connection's read deadline ms from now (0: none). */
+static void set_deadline(hconn_t *hc, uint32_t ms) {
+  net_deadline(hc->c, ms);
+}
+
+static uint32_t to_ms(double secs) {
+  if (!(secs > 0)) return 0;
+  double ms = ceil(secs * 1000);
+  return ms > 4e9 ? 4000000000u : (uint32_t)ms;
+}
+
+/* The read buffer, never NULL (it is returned to the pool when empty). */
+static const char *rbuf_of(net_conn_t *c) {
+  return c->rbuf ? c->rbuf : "";
 }
 
 static hconn_t *hc_check(lua_State *L, net_conn_t **cp) {
@@ -147,7 +213,9 @@ static void next_message(hconn_t *hc) {
   net_conn_t *c = hc->c;
   hp_t *hp = &hc->hp;
   size_t pos = hp->pos;
-  if (pos) {
+  if (pos == c->rlen) {
+    c->rlen = 0;
+  } else if (pos) {
     memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
     c->rlen -= pos;
   }
@@ -157,8 +225,14 @@ static void next_message(hconn_t *hc) {
   hc->continue_sent = hc->have_chunk = hc->body_err = 0;
   hc->mode = M_NONE;
   hc->discarded = 0;
-  hc->deadline = hc->bdeadline = 0;
+  hc->fixed = 0;
+  hc->bdeadline = 0;
   hc->body.n = 0;
+  if (hc->body.cap > 65536) { /* do not keep a large body's buffer */
+    free(hc->body.p);
+    hc->body.p = NULL;
+    hc->body.cap = 0;
+  }
   net_resume(c);
 }
 
@@ -179,7 +253,7 @@ static int step_head(hconn_t *hc) {
         hc->stage = S_CLOSE; /* the client waits for 100 before sending */
         return 1;
       }
-      int ev = hp_feed(hp, c->rbuf, c->rlen);
+      int ev = hp_feed(hp, rbuf_of(c), c->rlen);
       if (ev == HP_BODY) {
         hc->discarded += hp->body.len;
         if (hc->discarded > DISCARD_MAX) {
@@ -208,7 +282,7 @@ static int step_head(hconn_t *hc) {
       hc->stage = S_CLOSE;
       return 1;
     }
-    int ev = hp_feed(hp, c->rbuf, c->rlen);
+    int ev = hp_feed(hp, rbuf_of(c), c->rlen);
     if (ev == HP_HEAD) {
       hc->stage = S_HEAD_READY;
       return 1;
@@ -233,7 +307,7 @@ static int step_body(hconn_t *hc, int all) {
     if (hc->have_chunk || hc->body_err || hp->state == HP_S_DONE ||
         hp->state == HP_S_UPGRADE)
       return 1;
-    int ev = hp_feed(hp, c->rbuf, c->rlen);
+    int ev = hp_feed(hp, rbuf_of(c), c->rlen);
     if (ev == HP_BODY) {
       if (hp->body_bytes > hc->max_body) {
         hc->body_err = B_TOO_LARGE;
@@ -280,16 +354,15 @@ static void hc_on_read(net_conn_t *c) {
   }
   int done = 1;
   if (hc->goal == G_HEAD) {
-    if (!hc->deadline && hc->header_timeout > 0 && hc->stage == S_WAIT_HEAD &&
-        has_request_bytes(hc)) {
-      /* The first byte of a request: the idle wait becomes a header
-       * deadline. */
-      hc->deadline = sched_now() + hc->header_timeout;
-      timer_stop(c->host, &co->tmr);
-      timer_start(c->host, &co->tmr, hc->deadline);
-    }
     done = step_head(hc);
     if (!done && hc->shutting && !has_request_bytes(hc)) done = 1;
+    if (!done && !hc->fixed && hc->stage == S_WAIT_HEAD &&
+        has_request_bytes(hc)) {
+      /* The first bytes of a request, not yet the whole head: the idle
+       * wait becomes a header deadline. */
+      set_deadline(hc, hc->header_ms);
+      hc->fixed = 1;
+    }
   } else if (hc->goal == G_BODY_ALL || hc->goal == G_BODY_CHUNK) {
     done = step_body(hc, hc->goal == G_BODY_ALL);
   }
@@ -297,6 +370,17 @@ static void hc_on_read(net_conn_t *c) {
     c->rco = NULL;
     if (!c->host->exiting) sched_wake(c->host, co, 0);
   }
+}
+
+/* Runs when the connection's read deadline passes: a coroutine waiting
+ * for a request head wakes with a timeout. The deadline of an earlier
+ * wait may pass while the handler runs or reads the body; it is ignored. */
+static void hc_on_deadline(net_conn_t *c) {
+  hconn_t *hc = c->ud;
+  co_t *co = c->rco;
+  if (!hc || !co || hc->goal != G_HEAD) return;
+  c->rco = NULL;
+  if (!c->host->exiting) sched_wake(c->host, co, WAKE_TIMEOUT);
 }
 
 static int park_read(lua_State *L, hconn_t *hc, int goal, double deadline) {
@@ -310,9 +394,7 @@ static int park_read(lua_State *L, hconn_t *hc, int goal, double deadline) {
     timeout = deadline - sched_now();
     if (timeout < 0) timeout = 0;
   }
-  return net_park(L, net_unpark_read, hc->c,
-                  goal == G_HEAD ? "http read request" : "http read body",
-                  timeout);
+  return net_park(L, net_unpark_read, hc->c, "http read body", timeout);
 }
 
 /* -- Errors answered by the server itself -- */
@@ -326,7 +408,7 @@ static void write_canned(net_conn_t *c, int status, const char *date) {
                    "charset=utf-8\r\nContent-Length: %zu\r\nConnection: "
                    "close\r\n\r\n%s\n",
                    status, text, date, strlen(text) + 1, text);
-  uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+  uv_buf_t b = buf_of(buf, (unsigned)n);
   net_write(c, &b, 1, NULL, NULL);
 }
 
@@ -354,65 +436,88 @@ static int l_attach(lua_State *L) {
   lim.max_headers = (uint32_t)opt_field(L, 2, "max_headers", 100);
   hp_init(&hc->hp, &lim);
   hc->max_body = (uint64_t)opt_field(L, 2, "max_body_size", 1 << 20);
-  hc->header_timeout = opt_field(L, 2, "read_header_timeout", 10);
+  hc->header_ms = to_ms(opt_field(L, 2, "read_header_timeout", 10));
   hc->body_timeout = opt_field(L, 2, "read_body_timeout", 30);
-  hc->idle_timeout = opt_field(L, 2, "idle_timeout", 60);
+  hc->body_ms = to_ms(hc->body_timeout);
+  hc->idle_ms = to_ms(opt_field(L, 2, "idle_timeout", 60));
   hc->write_timeout = opt_field(L, 2, "write_timeout", 30);
   hc->c = c;
   hc->id = id;
   c->ud = hc;
   c->ud_free = hc_free;
   c->on_read = hc_on_read;
+  c->on_deadline = hc_on_deadline;
   c->rmax = lim.max_header_bytes + 65536;
-  return 0;
+  lua_pushlightuserdata(L, hc);
+  return 1;
 }
 
-/* next(conn, wake_code) -> method, path, raw_query, version, seq |
- * false, slot | nil, "close" | nil, status, reason (a protocol error,
- * already answered) */
-static int l_next(lua_State *L) {
-  net_conn_t *c;
-  hconn_t *hc = hc_check(L, &c);
-  if (!hc) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "close");
-    return 2;
+/* Results of orrery_ffi_http_next. */
+enum { NEXT_CLOSE = -1, NEXT_PARKED = 0, NEXT_HEAD = 1, NEXT_ERROR = 2 };
+
+/* Parks the current coroutine until a request head is parsed or the
+ * connection's read deadline passes. */
+static int park_head(hconn_t *hc) {
+  co_t *co = host_current->current;
+  if (!co) {
+    hc->stage = S_CLOSE;
+    return NEXT_CLOSE;
   }
-  int code = (int)luaL_optinteger(L, 2, 0);
+  hc->goal = G_HEAD;
+  hc->c->rco = co;
+  net_park_co(co, net_unpark_read, hc->c, "http read request", -1);
+  return NEXT_PARKED;
+}
+
+/* orrery_ffi_http_next(h, wake_code) -> NEXT_HEAD (h describes the request)
+ * | NEXT_PARKED (wait, then call again with the wake code) | NEXT_ERROR (a
+ * protocol error, already answered: h->status, h->reason) | NEXT_CLOSE */
+int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
+  hconn_t *hc = (hconn_t *)h;
+  net_conn_t *c = hc->c;
   hp_t *hp = &hc->hp;
+  if (c->closing) return NEXT_CLOSE;
   hc->goal = G_NONE;
   hc->in_handler = 0;
   if (code == CODE_SHUTDOWN) hc->shutting = 1;
   if (hc->want_close && hc->stage == S_ACTIVE) hc->stage = S_CLOSE;
-  if (code == WAKE_TIMEOUT) {
-    if (hc->stage == S_WAIT_HEAD && has_request_bytes(hc)) {
-      hp->status = 408;
-      hp->reason = "timeout reading the request head";
-      hc->stage = S_ERROR;
-    } else if (hc->stage == S_WAIT_HEAD || hc->stage == S_ACTIVE) {
+  for (;;) {
+    if (code == WAKE_TIMEOUT) {
+      if (hc->stage == S_WAIT_HEAD && has_request_bytes(hc)) {
+        hp->status = 408;
+        hp->reason = "timeout reading the request head";
+        hc->stage = S_ERROR;
+      } else if (hc->stage == S_WAIT_HEAD || hc->stage == S_ACTIVE) {
+        hc->stage = S_CLOSE;
+      }
+    } else if (code < 0 && code != CODE_SHUTDOWN) {
       hc->stage = S_CLOSE;
     }
-  } else if (code < 0) {
-    hc->stage = S_CLOSE;
-  }
-  if (hc->stage == S_ACTIVE && !hc->deadline && hc->body_timeout > 0)
-    hc->deadline = sched_now() + hc->body_timeout; /* drain deadline */
-  if (!step_head(hc)) {
+    if (step_head(hc)) break;
     if (hc->shutting && hc->stage == S_WAIT_HEAD && !has_request_bytes(hc)) {
       hc->stage = S_CLOSE;
-    } else {
-      double dl = hc->deadline;
-      if (!dl && hc->stage == S_WAIT_HEAD) {
-        if (has_request_bytes(hc)) {
-          if (hc->header_timeout > 0)
-            dl = hc->deadline = sched_now() + hc->header_timeout;
-        } else {
-          double t = hc->requests ? hc->idle_timeout : hc->header_timeout;
-          if (t > 0) dl = sched_now() + t;
-        }
-      }
-      return park_read(L, hc, G_HEAD, dl);
+      break;
     }
+    if (hc->stage == S_ACTIVE && !hc->fixed) {
+      set_deadline(hc, hc->body_ms); /* to drain the unread body */
+      hc->fixed = 1;
+    } else if (hc->fixed) {
+      /* A header or drain deadline that passed while the coroutine was
+       * not parked (a spurious wake) is a timeout now. */
+      if (c->dl && c->dl <= net_now_ms(c) && code != WAKE_TIMEOUT) {
+        code = WAKE_TIMEOUT;
+        continue;
+      }
+    } else if (has_request_bytes(hc)) {
+      set_deadline(hc, hc->header_ms);
+      hc->fixed = 1;
+    } else {
+      /* Idle between requests: the deadline counts from now, and the
+       * connection gives its empty read buffer back. */
+      set_deadline(hc, hc->requests ? hc->idle_ms : hc->header_ms);
+      net_shrink(c);
+    }
+    return park_head(hc);
   }
   if (hc->stage == S_HEAD_READY) {
     if (hp->content_length > 0 && (uint64_t)hp->content_length > hc->max_body) {
@@ -435,45 +540,45 @@ static int l_next(lua_State *L) {
     }
   }
   if (hc->stage == S_ERROR) {
-    write_canned(c, hp->status, date_now(hc));
+    write_canned(c, hp->status, date_now());
     hc->stage = S_CLOSE;
-    lua_pushnil(L);
-    lua_pushinteger(L, hp->status);
-    lua_pushstring(L, hp->reason ? hp->reason : "bad request");
-    return 3;
+    h->status = hp->status;
+    h->reason = hp->reason ? hp->reason : "bad request";
+    return NEXT_ERROR;
   }
   if (hc->stage != S_HEAD_READY) {
     hc->stage = S_CLOSE;
-    lua_pushnil(L);
-    lua_pushliteral(L, "close");
-    return 2;
+    return NEXT_CLOSE;
   }
-  /* Hand the head to Lua as a fresh request table. */
+  /* Hand the head over. */
   hc->stage = S_ACTIVE;
   hc->in_handler = 1;
   hc->notified = 0;
   hc->want_close = 0;
   hc->requests++;
-  hc->deadline = 0;
+  hc->fixed = 0;
   hc->head_req = hp->method_id == HTTP_HEAD;
-  /* The request fields go back as values: Lua builds the table with one
-   * constructor, cheaper than setting fields through the C API. */
-  const char *b = c->rbuf;
-  lua_pushstring(L, hp_method_name(hp));
-  if (hp->path.len)
-    lua_pushlstring(L, b + hp->path.off, hp->path.len);
-  else
-    lua_pushliteral(L, "/");
-  if (hp->flags & HP_F_HAS_QUERY)
-    lua_pushlstring(L, b + hp->query.off, hp->query.len);
-  else
-    lua_pushliteral(L, "");
-  if (hp->minor)
-    lua_pushliteral(L, "1.1");
-  else
-    lua_pushliteral(L, "1.0");
-  lua_pushinteger(L, hc->seq);
-  return 5;
+  h->buf = c->rbuf;
+  h->path_off = hp->path.off;
+  h->path_len = hp->path.len;
+  h->has_query = (hp->flags & HP_F_HAS_QUERY) != 0;
+  h->query_off = hp->query.off;
+  h->query_len = hp->query.len;
+  h->seq = hc->seq;
+  h->method = hp->method_id;
+  h->minor = hp->minor;
+  return NEXT_HEAD;
+}
+
+/* methods() -> { [llhttp method number] = name } */
+static int l_methods(lua_State *L) {
+  lua_newtable(L);
+#define METHOD_GEN(NUM, NAME, STRING)                                          \
+  lua_pushstring(L, llhttp_method_name(HTTP_##NAME));                          \
+  lua_rawseti(L, -2, NUM);
+  HTTP_ALL_METHOD_MAP(METHOD_GEN)
+#undef METHOD_GEN
+  return 1;
 }
 
 static hconn_t *hc_live(lua_State *L, net_conn_t **cp) {
@@ -606,7 +711,7 @@ static void send_continue(hconn_t *hc) {
     hc->continue_sent = 1;
     /* Only if the client has not started sending anyway. */
     if (hc->c->rlen == hp->pos) {
-      uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+      uv_buf_t b = buf_of("HTTP/1.1 100 Continue\r\n\r\n", 25);
       net_write(hc->c, &b, 1, NULL, NULL);
     }
   }
@@ -774,37 +879,10 @@ static int body_forbidden(int status) {
   return status < 200 || status == 204 || status == 304;
 }
 
-/* Builds the status line and header block into hc->out. stream: -1 for a
- * complete body of blen bytes, else a streamed response. */
-static void build_head(lua_State *L, hconn_t *hc, int status, int hidx,
-                       const char *ctype, int flags, int64_t blen,
-                       hinfo_t *hi) {
-  sbuf_t *o = &hc->out;
+/* Whether the connection ends after this response. */
+static int must_close(hconn_t *hc, int flags, int asked) {
   hp_t *hp = &hc->hp;
-  o->n = 0;
-  hi->has_ctype = hi->has_date = hi->close = 0;
-  hi->length = -1;
-  if (status < 100 || status > 999)
-    luaL_error(L, "orrery.http: bad status %d", status);
-  const char *text = hp_status_text(status);
-  SB_LIT(o, "HTTP/1.1 ");
-  sb_int(o, (uint64_t)status);
-  SB_LIT(o, " ");
-  if (text) sb_add(o, text, strlen(text));
-  SB_LIT(o, "\r\n");
-  if (lua_istable(L, hidx)) add_headers(L, hidx, o, hi);
-  if (!hi->has_date) {
-    SB_LIT(o, "Date: ");
-    sb_add(o, date_now(hc), 29);
-    SB_LIT(o, "\r\n");
-  }
-  int nobody = body_forbidden(status);
-  if (!hi->has_ctype && ctype && !nobody && (blen != 0)) {
-    SB_LIT(o, "Content-Type: ");
-    sb_add(o, ctype, strlen(ctype));
-    SB_LIT(o, "\r\n");
-  }
-  int close = hi->close || (flags & RF_CLOSE) || hc->want_close ||
+  int close = asked || (flags & RF_CLOSE) || hc->want_close ||
               !(hp->flags & HP_F_KEEP_ALIVE) || (hp->flags & HP_F_UPGRADE) ||
               hc->shutting;
   /* A body the handler left unread: keep the connection only if it can be
@@ -815,6 +893,88 @@ static void build_head(lua_State *L, hconn_t *hc, int status, int hidx,
         (uint64_t)hp->content_length - hp->body_bytes > DISCARD_MAX)
       close = 1;
   }
+  return close;
+}
+
+/* The head of a complete response with a body and no handler headers,
+ * from the cache (see head_cache_t); NULL when it does not fit there. */
+static const head_cache_t *cached_head(hconn_t *hc, int status,
+                                       const char *ctype, int flags,
+                                       size_t blen) {
+  http_state_t *hs = hstate();
+  if (!blen) ctype = NULL; /* no Content-Type for an empty body */
+  int close = must_close(hc, flags, 0);
+  if (close) hc->want_close = 1;
+  uint8_t conn = close ? 1 : hc->hp.minor == 0 ? 2 : 0;
+  date_now();
+  for (int i = 0; i < HEADS; i++) {
+    head_cache_t *e = &hs->heads[i];
+    if (e->date_t != hs->date_t || e->status != status || e->blen != blen ||
+        e->conn != conn || e->has_ctype != (ctype != NULL))
+      continue;
+    if (ctype ? !strncmp(e->ctype, ctype, sizeof(e->ctype)) : !e->ctype[0])
+      return e;
+  }
+  size_t cl = ctype ? strlen(ctype) : 0;
+  if (cl >= sizeof(hs->heads[0].ctype)) return NULL;
+  head_cache_t *e = &hs->heads[hs->next_head++ % HEADS];
+  const char *text = hp_status_text(status);
+  int n = snprintf(e->head, sizeof(e->head),
+                   "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s%sContent-Length: "
+                   "%zu\r\n%s\r\n",
+                   status, text ? text : "", hs->date,
+                   ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                   ctype ? "\r\n" : "", blen,
+                   conn == 1   ? "Connection: close\r\n"
+                   : conn == 2 ? "Connection: keep-alive\r\n"
+                               : "");
+  if (n <= 0 || (size_t)n >= sizeof(e->head)) {
+    e->date_t = 0;
+    return NULL;
+  }
+  e->date_t = hs->date_t;
+  e->status = status;
+  e->blen = blen;
+  e->conn = conn;
+  e->has_ctype = ctype != NULL;
+  e->len = (uint16_t)n;
+  memcpy(e->ctype, ctype ? ctype : "", cl + 1);
+  return e;
+}
+
+/* Builds the status line and header block into the shared buffer. blen:
+ * the length of a complete body, or -1 for a streamed response. L is NULL
+ * for a response without headers (the FFI path), whose status the caller
+ * has checked. */
+static sbuf_t *build_head(lua_State *L, hconn_t *hc, int status, int hidx,
+                          const char *ctype, int flags, int64_t blen,
+                          hinfo_t *hi) {
+  sbuf_t *o = &hstate()->out;
+  hp_t *hp = &hc->hp;
+  hi->has_ctype = hi->has_date = hi->close = 0;
+  hi->length = -1;
+  if (L && (status < 100 || status > 999))
+    luaL_error(L, "orrery.http: bad status %d", status);
+  int nobody = body_forbidden(status);
+  o->n = 0;
+  const char *text = hp_status_text(status);
+  SB_LIT(o, "HTTP/1.1 ");
+  sb_int(o, (uint64_t)status);
+  SB_LIT(o, " ");
+  if (text) sb_add(o, text, strlen(text));
+  SB_LIT(o, "\r\n");
+  if (L && lua_istable(L, hidx)) add_headers(L, hidx, o, hi);
+  if (!hi->has_date) {
+    SB_LIT(o, "Date: ");
+    sb_add(o, date_now(), 29);
+    SB_LIT(o, "\r\n");
+  }
+  if (!hi->has_ctype && ctype && !nobody && (blen != 0)) {
+    SB_LIT(o, "Content-Type: ");
+    sb_add(o, ctype, strlen(ctype));
+    SB_LIT(o, "\r\n");
+  }
+  int close = must_close(hc, flags, hi->close);
   if (!nobody) {
     if (blen >= 0) {
       SB_LIT(o, "Content-Length: ");
@@ -842,29 +1002,90 @@ static void build_head(lua_State *L, hconn_t *hc, int status, int hidx,
   }
   SB_LIT(o, "\r\n");
   if (hc->head_req || nobody) hc->mode = M_NONE;
+  return o;
+}
+
+/* Results of a response write (W_ERR: a libuv error, below zero). */
+enum { W_DONE = 0, W_PARKED = 1, W_BAD_STATUS = -1000 };
+
+/* Writes bufs; what the socket does not take at once is queued and the
+ * current coroutine parks until it is written (W_PARKED). */
+static int write_out(hconn_t *hc, const uv_buf_t *bufs, unsigned n) {
+  host_t *h = host_current;
+  net_wreq_t *w = NULL;
+  int r = net_write(hc->c, bufs, n, h->current, &w);
+  if (r == 0) return W_DONE;
+  if (r < 0) {
+    hc->want_close = 1;
+    return r;
+  }
+  if (!h->current) return W_DONE;
+  double t = hc->write_timeout > 0 ? hc->write_timeout : -1;
+  net_park_co(h->current, net_unpark_write, w, "http write", t);
+  return W_PARKED;
+}
+
+/* Pushes the result of write_out as respond() returns it. */
+static int push_written(lua_State *L, int r) {
+  if (r == W_DONE) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (r == W_PARKED) {
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, host_current->current->slot);
+    return 2;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, net_errstr(r));
+  return 2;
 }
 
 static int finish_write(lua_State *L, hconn_t *hc, const uv_buf_t *bufs,
                         unsigned n) {
-  host_t *h = host_current;
-  net_wreq_t *w = NULL;
-  int r = net_write(hc->c, bufs, n, h->current, &w);
-  if (r == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  if (r < 0) {
+  return push_written(L, write_out(hc, bufs, n));
+}
+
+/* Writes a complete response; headers (a table at hidx of L) only when L
+ * is given. */
+static int respond(lua_State *L, hconn_t *hc, int status, const char *body,
+                   size_t blen, int hidx, const char *ctype, int flags) {
+  if (hc->body_err == B_BAD) {
+    /* The body broke the framing: whatever the handler says, the answer
+     * is 400 and the connection ends. */
+    write_canned(hc->c, 400, date_now());
     hc->want_close = 1;
-    lua_pushnil(L);
-    lua_pushstring(L, net_errstr(r));
-    return 2;
+    hc->in_handler = 0;
+    return W_DONE;
   }
-  if (!h->current) {
-    lua_pushboolean(L, 1);
-    return 1;
+  hinfo_t hi;
+  int nobody = body_forbidden(status);
+  sbuf_t *o = &hstate()->out;
+  const head_cache_t *e = NULL;
+  if (!L && !nobody) e = cached_head(hc, status, ctype, flags, blen);
+  if (e) {
+    o->n = 0;
+    sb_add(o, e->head, e->len);
+  } else {
+    build_head(L, hc, status, hidx, ctype, flags, nobody ? 0 : (int64_t)blen,
+               &hi);
   }
-  double t = hc->write_timeout > 0 ? hc->write_timeout : -1;
-  return net_park(L, net_unpark_write, w, "http write", t);
+  hc->in_handler = 0;
+  hc->mode = M_NONE;
+  uv_buf_t bufs[2];
+  unsigned n = 1;
+  bufs[0] = buf_of(o->p, (unsigned)o->n);
+  if (blen && !nobody && !hc->head_req) {
+    if (blen <= 4096 && !sb_reserve(o, blen)) {
+      /* Small bodies are copied behind the head: one plain write. */
+      memcpy(o->p + o->n, body, blen);
+      bufs[0] = buf_of(o->p, (unsigned)(o->n + blen));
+    } else {
+      bufs[1] = buf_of((char *)body, (unsigned)blen);
+      n = 2;
+    }
+  }
+  return write_out(hc, bufs, n);
 }
 
 /* respond(conn, status, body|nil, headers|nil, ctype|nil, flags)
@@ -882,34 +1103,19 @@ static int l_respond(lua_State *L) {
     lua_pushliteral(L, "closed");
     return 2;
   }
-  if (hc->body_err == B_BAD) {
-    /* The body broke the framing: whatever the handler says, the answer
-     * is 400 and the connection ends. */
-    write_canned(c, 400, date_now(hc));
-    hc->want_close = 1;
-    hc->in_handler = 0;
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  hinfo_t hi;
-  int nobody = body_forbidden(status);
-  build_head(L, hc, status, 4, ctype, flags, nobody ? 0 : (int64_t)blen, &hi);
-  hc->in_handler = 0;
-  hc->mode = M_NONE;
-  uv_buf_t bufs[2];
-  unsigned n = 1;
-  bufs[0] = uv_buf_init(hc->out.p, (unsigned)hc->out.n);
-  if (blen && !nobody && !hc->head_req) {
-    if (blen <= 4096 && !sb_reserve(&hc->out, blen)) {
-      /* Small bodies are copied behind the head: one plain write. */
-      memcpy(hc->out.p + hc->out.n, body, blen);
-      bufs[0] = uv_buf_init(hc->out.p, (unsigned)(hc->out.n + blen));
-    } else {
-      bufs[1] = uv_buf_init((char *)body, (unsigned)blen);
-      n = 2;
-    }
-  }
-  return finish_write(L, hc, bufs, n);
+  return push_written(L, respond(L, hc, status, body, blen, 4, ctype, flags));
+}
+
+/* orrery_ffi_http_respond(h, status, body, len, ctype, flags): respond()
+ * without headers -> W_DONE | W_PARKED (wait, then write_status) |
+ * W_BAD_STATUS (nothing written) | a libuv error */
+int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,
+                            const char *body, size_t len, const char *ctype,
+                            int32_t flags) {
+  hconn_t *hc = (hconn_t *)h;
+  if (hc->c->closing) return UV_EPIPE;
+  if (status < 100 || status > 999) return W_BAD_STATUS;
+  return respond(NULL, hc, status, body, len, 0, ctype, flags);
 }
 
 static int l_write_status(lua_State *L) {
@@ -936,7 +1142,7 @@ static int l_start(lua_State *L) {
     return 2;
   }
   if (hc->body_err == B_BAD) {
-    write_canned(c, 400, date_now(hc));
+    write_canned(c, 400, date_now());
     hc->want_close = 1;
     hc->in_handler = 0;
     hc->mode = M_NONE;
@@ -944,9 +1150,9 @@ static int l_start(lua_State *L) {
     return 1;
   }
   hinfo_t hi;
-  build_head(L, hc, status, 3, ctype, flags, -1, &hi);
+  sbuf_t *o = build_head(L, hc, status, 3, ctype, flags, -1, &hi);
   hc->in_handler = 0;
-  uv_buf_t b = uv_buf_init(hc->out.p, (unsigned)hc->out.n);
+  uv_buf_t b = buf_of(o->p, (unsigned)o->n);
   return finish_write(L, hc, &b, 1);
 }
 
@@ -968,9 +1174,8 @@ static int l_chunk(lua_State *L) {
   if (hc->mode == M_CHUNKED) {
     char pre[24];
     int pl = snprintf(pre, sizeof(pre), "%zx\r\n", n);
-    uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)pl),
-                        uv_buf_init((char *)d, (unsigned)n),
-                        uv_buf_init("\r\n", 2)};
+    uv_buf_t bufs[3] = {buf_of(pre, (unsigned)pl),
+                        buf_of((char *)d, (unsigned)n), buf_of("\r\n", 2)};
     return finish_write(L, hc, bufs, 3);
   }
   if (hc->mode == M_LENGTH) {
@@ -980,7 +1185,7 @@ static int l_chunk(lua_State *L) {
     }
     hc->remaining -= n;
   }
-  uv_buf_t b = uv_buf_init((char *)d, (unsigned)n);
+  uv_buf_t b = buf_of((char *)d, (unsigned)n);
   return finish_write(L, hc, &b, 1);
 }
 
@@ -996,7 +1201,7 @@ static int l_finish(lua_State *L) {
   int mode = hc->mode;
   hc->mode = M_NONE;
   if (mode == M_CHUNKED) {
-    uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+    uv_buf_t b = buf_of("0\r\n\r\n", 5);
     return finish_write(L, hc, &b, 1);
   }
   if (mode == M_LENGTH && hc->remaining) hc->want_close = 1;
@@ -1044,9 +1249,20 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* The sentinel's finalizer runs when the Lua state closes. */
+static int state_gc(lua_State *L) {
+  host_t *h = host_current;
+  (void)L;
+  if (!h || !h->http) return 0;
+  free(h->http->out.p);
+  free(h->http);
+  h->http = NULL;
+  return 0;
+}
+
 int luaopen_orrery_http_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"attach", l_attach},
-                                 {"next", l_next},
+                                 {"methods", l_methods},
                                  {"header", l_header},
                                  {"header_values", l_header_values},
                                  {"headers", l_headers},
@@ -1061,9 +1277,30 @@ int luaopen_orrery_http_core(lua_State *L) {
                                  {"state", l_state},
                                  {"close", l_close},
                                  {NULL, NULL}};
+  host_t *h = host_current;
+  if (!h->http) {
+    h->http = calloc(1, sizeof(http_state_t));
+    if (!h->http) return luaL_error(L, "orrery.http: out of memory");
+    lua_newuserdata(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "orrery.http.state");
+  }
   lua_newtable(L);
   luaL_register(L, NULL, fns);
-  lua_pushinteger(L, CODE_SHUTDOWN);
-  lua_setfield(L, -2, "CODE_SHUTDOWN");
+  static const struct {
+    const char *name;
+    int value;
+  } consts[] = {
+      {"CODE_SHUTDOWN", CODE_SHUTDOWN}, {"NEXT_CLOSE", NEXT_CLOSE},
+      {"NEXT_PARKED", NEXT_PARKED},     {"NEXT_HEAD", NEXT_HEAD},
+      {"NEXT_ERROR", NEXT_ERROR},       {"W_DONE", W_DONE},
+      {"W_PARKED", W_PARKED},           {"W_BAD_STATUS", W_BAD_STATUS}};
+  for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
+    lua_pushinteger(L, consts[i].value);
+    lua_setfield(L, -2, consts[i].name);
+  }
   return 1;
 }

@@ -414,12 +414,43 @@ static void enc_newline(enc_t *e, int level) {
 
 static void enc_string(enc_t *e, const char *s, size_t len, int depth,
                        int is_key) {
+  /* Short printable ASCII, the common case (keys, small values), needs no
+   * escape: copied in one pass. Anything else takes the general path,
+   * which writes over what this one left. */
+  if (len <= 64) {
+    char *o = enc_reserve(e, len + 2);
+    size_t i = 0;
+    for (; i < len; i++) {
+      unsigned char c = (unsigned char)s[i];
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
+      o[i + 1] = (char)c;
+    }
+    if (i == len) {
+      o[0] = o[len + 1] = '"';
+      e->len += len + 2;
+      return;
+    }
+  }
   size_t bad, n = json_escape_len(s, len, &bad);
   if (!n) enc_fail(e, depth, E_UTF8, is_key ? "key" : "string", bad + 1);
   e->len += json_escape(enc_reserve(e, n), s, len);
 }
 
 static void enc_number(enc_t *e, double x, int depth) {
+  /* Integers that fit in an int32, the common case, without the general
+   * formatter (-0 keeps its sign there). */
+  if (x >= -2147483648.0 && x <= 2147483647.0) {
+    int32_t i = (int32_t)x;
+    if ((double)i == x && (i != 0 || !signbit(x))) {
+      char tmp[12], *t = tmp + sizeof tmp;
+      uint32_t u = i < 0 ? (uint32_t)0 - (uint32_t)i : (uint32_t)i;
+      do *--t = (char)('0' + u % 10), u /= 10;
+      while (u);
+      if (i < 0) *--t = '-';
+      enc_put(e, t, (size_t)(tmp + sizeof tmp - t));
+      return;
+    }
+  }
   size_t n = json_fmt_number(enc_reserve(e, JSON_NUMBER_BUF), x);
   if (!n) enc_fail(e, depth, x != x ? E_NAN : x > 0 ? E_INF : E_NINF);
   e->len += n;

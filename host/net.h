@@ -26,12 +26,17 @@ typedef union {
  * Reading is always on while the connection is open: bytes land in rbuf
  * [0, rlen) and the consumer (a plain read, or the HTTP layer through
  * on_read) takes them from rstart. When rbuf reaches rmax the connection
- * stops reading until the consumer makes room (net_resume). */
+ * stops reading until the consumer makes room (net_resume). An empty read
+ * buffer goes back to a per-host pool (net_shrink), so that an idle
+ * connection holds no buffer; libuv asks for one only when bytes are
+ * there to be read. */
 struct net_conn_s {
   net_stream_u u;
-  uv_timer_t linger;
-  uv_shutdown_t sreq;
-  uv_connect_t creq;
+  union { /* a shutdown is only possible once the connect has completed */
+    uv_shutdown_t sreq;
+    uv_connect_t creq;
+  };
+  uv_timer_t *linger; /* allocated when the close lingers */
   host_t *host;
   net_conn_t *prev, *next; /* live connections, for the exit sweep */
   char *rbuf;
@@ -41,11 +46,18 @@ struct net_conn_s {
   co_t *rco;   /* coroutine parked for input */
   int nwrites; /* uv_write requests in flight */
   uint8_t is_pipe, paused, closing, dead, lingering, nhandles, shut, dialing;
-  int ref;         /* registry reference pinning the userdata, or LUA_NOREF */
-  double deadline; /* owner-defined read deadline (HTTP) */
+  int ref; /* registry reference pinning the userdata, or LUA_NOREF */
+  /* Read deadline (see net_deadline): loop time in milliseconds, 0 when
+   * unset; it keeps its value once it has passed. */
+  uint64_t dl;
+  uint64_t dpos;             /* the deadline that placed it in its list */
+  net_conn_t *dprev, *dnext; /* in the deadline list of its duration */
+  uint32_t dlist;            /* 1 + index of that list, 0 when in none */
   /* Hook run after bytes (or the end of input) arrive, instead of waking
    * rco directly; the HTTP server parses there. */
   void (*on_read)(net_conn_t *c);
+  /* Hook run when the read deadline passes. */
+  void (*on_deadline)(net_conn_t *c);
   void *ud; /* the owner's state (http_server.c) */
   void (*ud_free)(void *ud);
   int cerr; /* result of a connect */
@@ -76,6 +88,20 @@ void net_close(net_conn_t *c, unsigned linger_ms);
 void net_release(lua_State *L, int idx, unsigned linger_ms);
 /* Starts reading again after the consumer made room in rbuf. */
 void net_resume(net_conn_t *c);
+/* Hands an empty read buffer back to the host's pool. */
+void net_shrink(net_conn_t *c);
+/* Sets the read deadline to ms milliseconds from now (0 clears it); when
+ * it passes, on_deadline runs once, at most ms/16 late. Connections are
+ * kept in one list per duration, each ordered by deadline, so that setting
+ * a deadline is at most an unlink and an append, and one libuv timer per
+ * host serves them all: a connection that is served many times within its
+ * timeout costs no timer operation per request. */
+void net_deadline(net_conn_t *c, uint32_t ms);
+/* The loop's time in milliseconds, the clock of net_deadline. */
+uint64_t net_now_ms(net_conn_t *c);
+/* Like net_park without touching the Lua stack (for FFI calls). */
+void net_park_co(co_t *co, co_unpark_fn fn, void *data, const char *what,
+                 double timeout);
 /* Parks the current coroutine on I/O and returns false, slot to Lua. */
 int net_park(lua_State *L, co_unpark_fn fn, void *data, const char *what,
              double timeout);

@@ -3,7 +3,9 @@
  * with coroutine-blocking accept, connect, read and write. */
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "net.h"
@@ -26,11 +28,31 @@ struct net_listener_s {
   char *path; /* unix socket path, unlinked on close */
 };
 
+/* Read buffers start at this size; empty ones of this size are pooled. */
+#define RBUF_SIZE 8192
+#define RBUF_POOL_MAX 64
+
+/* The connections whose read deadline has one duration, oldest first:
+ * deadlines are the loop time plus the duration, so appending keeps the
+ * list ordered. */
+typedef struct {
+  uint32_t ms;
+  net_conn_t *head, *tail;
+} dl_list_t;
+
 /* Per-host registry of live sockets, swept when the Lua state closes so
- * that every handle is closed with a callback that frees it. */
+ * that every handle is closed with a callback that frees it; it also
+ * holds the pool of idle read buffers and the deadline lists. The state
+ * itself is freed in the close callback of its timer. */
 typedef struct net_state_s {
   net_conn_t *conns;
   net_listener_t *lis;
+  char *pool; /* free read buffers, linked through their first bytes */
+  uint32_t npool;
+  dl_list_t *dls;
+  uint32_t ndls;
+  uint64_t dl_when; /* when dl_timer fires, 0 when it is stopped */
+  uv_timer_t dl_timer;
 } net_state_t;
 
 typedef struct {
@@ -94,8 +116,181 @@ const char *net_errstr(int e) {
 }
 
 static net_state_t *state_of(host_t *h) {
-  if (!h->net) h->net = calloc(1, sizeof(net_state_t));
+  if (!h->net) {
+    net_state_t *st = calloc(1, sizeof(net_state_t));
+    if (!st) return NULL;
+    uv_timer_init(h->loop, &st->dl_timer);
+    st->dl_timer.data = st;
+    /* A deadline matters only to a coroutine parked on a connection that
+     * is reading, which keeps the loop alive by itself; a stale timer must
+     * not delay the end of the program. */
+    uv_unref((uv_handle_t *)&st->dl_timer);
+    h->net = st;
+  }
   return h->net;
+}
+
+static void on_state_close(uv_handle_t *hd) {
+  net_state_t *st = hd->data;
+  while (st->pool) {
+    char *b = st->pool;
+    st->pool = *(char **)b;
+    free(b);
+  }
+  free(st->dls);
+  free(st);
+}
+
+/* -- Read buffers -- */
+
+static char *rbuf_get(host_t *h) {
+  net_state_t *st = h->net;
+  if (st && st->pool) {
+    char *b = st->pool;
+    st->pool = *(char **)b;
+    st->npool--;
+    return b;
+  }
+  return malloc(RBUF_SIZE);
+}
+
+void net_shrink(net_conn_t *c) {
+  if (!c->rbuf || c->rlen != c->rstart || c->paused) return;
+  net_state_t *st = c->host->net;
+  char *b = c->rbuf;
+  size_t cap = c->rcap;
+  c->rbuf = NULL;
+  c->rcap = c->rlen = c->rstart = 0;
+  if (st && st->npool < RBUF_POOL_MAX && !c->dead && cap == RBUF_SIZE) {
+    *(char **)b = st->pool;
+    st->pool = b;
+    st->npool++;
+  } else {
+    free(b);
+  }
+}
+
+/* -- Read deadlines -- */
+
+uint64_t net_now_ms(net_conn_t *c) {
+  return uv_now(c->host->loop);
+}
+
+static void dl_unlink(net_state_t *st, net_conn_t *c) {
+  if (!c->dlist) return;
+  dl_list_t *l = &st->dls[c->dlist - 1];
+  if (c->dprev)
+    c->dprev->dnext = c->dnext;
+  else
+    l->head = c->dnext;
+  if (c->dnext)
+    c->dnext->dprev = c->dprev;
+  else
+    l->tail = c->dprev;
+  c->dprev = c->dnext = NULL;
+  c->dlist = 0;
+}
+
+static void on_dl_timer(uv_timer_t *t);
+
+static void dl_arm(net_state_t *st, uv_loop_t *loop, uint64_t when) {
+  uint64_t now = uv_now(loop);
+  st->dl_when = when;
+  uv_timer_start(&st->dl_timer, on_dl_timer, when > now ? when - now : 0, 0);
+}
+
+static void dl_append(net_state_t *st, net_conn_t *c, uint32_t li) {
+  dl_list_t *l = &st->dls[li - 1];
+  c->dpos = c->dl;
+  c->dprev = l->tail;
+  c->dnext = NULL;
+  if (l->tail)
+    l->tail->dnext = c;
+  else
+    l->head = c;
+  l->tail = c;
+  c->dlist = li;
+}
+
+/* Fires the deadlines that have passed and points the timer at the
+ * earliest place in line left. A connection whose deadline was extended
+ * in place goes back in line. */
+static void on_dl_timer(uv_timer_t *t) {
+  net_state_t *st = t->data;
+  uint64_t now = uv_now(t->loop);
+  st->dl_when = 0;
+  for (uint32_t i = 0; i < st->ndls; i++) {
+    net_conn_t *c;
+    while ((c = st->dls[i].head) && c->dpos <= now) {
+      dl_unlink(st, c);
+      if (c->dl > now) {
+        dl_append(st, c, i + 1);
+        continue;
+      }
+      if (c->on_deadline) c->on_deadline(c);
+    }
+  }
+  uint64_t next = 0;
+  for (uint32_t i = 0; i < st->ndls; i++) {
+    net_conn_t *c = st->dls[i].head;
+    if (c && (!next || c->dpos < next)) next = c->dpos;
+  }
+  if (next && (!st->dl_when || next < st->dl_when)) dl_arm(st, t->loop, next);
+}
+
+/* The list for a duration: an existing one, else an empty one reused,
+ * else a new one. Returns its index + 1, or 0 without memory. */
+static uint32_t dl_list_for(net_state_t *st, uint32_t ms) {
+  uint32_t empty = 0;
+  for (uint32_t i = 0; i < st->ndls; i++) {
+    if (st->dls[i].ms == ms) return i + 1;
+    if (!empty && !st->dls[i].head) empty = i + 1;
+  }
+  if (empty) {
+    st->dls[empty - 1].ms = ms;
+    return empty;
+  }
+  dl_list_t *n = realloc(st->dls, sizeof(dl_list_t) * (st->ndls + 1));
+  if (!n) return 0;
+  st->dls = n;
+  n[st->ndls].ms = ms;
+  n[st->ndls].head = n[st->ndls].tail = NULL;
+  return ++st->ndls;
+}
+
+void net_deadline(net_conn_t *c, uint32_t ms) {
+  net_state_t *st = c->host->net;
+  if (!st) return;
+  uint32_t li = c->dlist;
+  if (!ms || c->closing) {
+    dl_unlink(st, c);
+    c->dl = 0;
+    return;
+  }
+  uv_loop_t *loop = c->host->loop;
+  uint64_t dl = uv_now(loop) + ms;
+  if (li && st->dls[li - 1].ms == ms) {
+    /* A connection served again and again moves its deadline later
+     * without moving in line, until it is a sixteenth of the duration
+     * ahead of its place: its deadline fires at most that much late. */
+    if (dl - c->dpos < ms / 16) {
+      c->dl = dl;
+      return;
+    }
+    dl_unlink(st, c);
+  } else {
+    dl_unlink(st, c);
+    li = dl_list_for(st, ms);
+    if (!li) {
+      c->dl = 0;
+      return;
+    }
+  }
+  c->dl = dl;
+  dl_append(st, c, li);
+  /* A later deadline leaves the timer alone: when it fires early, it
+   * finds nothing due and moves on to the new earliest deadline. */
+  if (!st->dl_when || dl < st->dl_when) dl_arm(st, loop, dl);
 }
 
 static void wake(host_t *h, co_t *co, int32_t code) {
@@ -109,6 +304,7 @@ static void wake(host_t *h, co_t *co, int32_t code) {
 static void conn_free(net_conn_t *c) {
   if (c->ud_free) c->ud_free(c->ud);
   free(c->rbuf);
+  free(c->linger);
   free(c);
 }
 
@@ -131,13 +327,15 @@ static void close_now(net_conn_t *c) {
   if (c->dead) return;
   c->dead = c->closing = 1;
   conn_unlink(c);
+  if (c->host->net) dl_unlink(c->host->net, c);
+  c->on_deadline = NULL;
   if (c->rco) {
     co_t *co = c->rco;
     c->rco = NULL;
     wake(c->host, co, 0);
   }
   uv_close(&c->u.h, on_conn_close);
-  if (c->lingering) uv_close((uv_handle_t *)&c->linger, on_conn_close);
+  if (c->lingering) uv_close((uv_handle_t *)c->linger, on_conn_close);
 }
 
 static net_conn_t *conn_new(host_t *h, int is_pipe) {
@@ -166,6 +364,10 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   net_conn_t *c = hd->data;
   (void)suggested;
   if (c->lingering) c->rlen = c->rstart = 0; /* input is discarded */
+  if (!c->rbuf && c->rmax >= RBUF_SIZE) {
+    c->rbuf = rbuf_get(c->host);
+    c->rcap = c->rbuf ? RBUF_SIZE : 0;
+  }
   if (c->rcap - c->rlen < 2048 && c->rcap < c->rmax) {
     size_t cap = c->rcap ? c->rcap * 2 : 8192;
     if (cap > c->rmax) cap = c->rmax;
@@ -247,6 +449,23 @@ void net_unpark_write(co_t *co) {
   if (w->co == co) w->co = NULL;
 }
 
+/* uv_try_write without its bookkeeping: the caller knows that nothing is
+ * queued on the stream. uv_buf_t has the layout of struct iovec on Unix. */
+static int try_write(net_conn_t *c, const uv_buf_t *bufs, unsigned n) {
+  uv_os_fd_t fd;
+  if (c->dialing || uv_fileno(&c->u.h, &fd))
+    return uv_try_write(&c->u.s, bufs, n);
+  ssize_t r;
+  do {
+    r = n == 1 ? write(fd, bufs[0].base, bufs[0].len)
+               : writev(fd, (const struct iovec *)bufs, (int)n);
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0) return (int)r;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+    return UV_EAGAIN;
+  return -errno;
+}
+
 int net_write(net_conn_t *c, const uv_buf_t *bufs, unsigned n, co_t *co,
               net_wreq_t **wout) {
   if (c->closing) return UV_EPIPE;
@@ -255,7 +474,7 @@ int net_write(net_conn_t *c, const uv_buf_t *bufs, unsigned n, co_t *co,
   for (unsigned i = 0; i < n; i++) total += bufs[i].len;
   size_t done = 0;
   if (c->nwrites == 0) {
-    int r = uv_try_write(&c->u.s, bufs, n);
+    int r = try_write(c, bufs, n);
     if (r < 0 && r != UV_EAGAIN) {
       c->werr = r;
       return r;
@@ -304,20 +523,23 @@ void net_close(net_conn_t *c, unsigned linger_ms) {
   if (c->closing) return;
   c->closing = 1;
   c->on_read = NULL;
+  c->on_deadline = NULL;
+  if (c->host->net) dl_unlink(c->host->net, c);
   if (c->rco) {
     co_t *co = c->rco;
     c->rco = NULL;
     wake(c->host, co, 0);
   }
-  if (linger_ms && !c->rerr && !c->dialing && !c->shut) {
+  if (linger_ms && !c->rerr && !c->dialing && !c->shut &&
+      (c->linger || (c->linger = malloc(sizeof(uv_timer_t))))) {
     c->sreq.data = c;
     if (uv_shutdown(&c->sreq, &c->u.s, on_shutdown) == 0) {
       c->shut = 1;
       c->lingering = 1;
       c->nhandles++;
-      uv_timer_init(c->host->loop, &c->linger);
-      c->linger.data = c;
-      uv_timer_start(&c->linger, on_linger_timeout, linger_ms, 0);
+      uv_timer_init(c->host->loop, c->linger);
+      c->linger->data = c;
+      uv_timer_start(c->linger, on_linger_timeout, linger_ms, 0);
       c->rlen = c->rstart = 0;
       if (c->paused) {
         c->paused = 0;
@@ -329,14 +551,18 @@ void net_close(net_conn_t *c, unsigned linger_ms) {
   close_now(c);
 }
 
-int net_park(lua_State *L, co_unpark_fn fn, void *data, const char *what,
-             double timeout) {
-  host_t *h = host_current;
-  co_t *co = h->current;
+void net_park_co(co_t *co, co_unpark_fn fn, void *data, const char *what,
+                 double timeout) {
   co->unpark = fn;
   co->unpark_data = data;
-  sched_park(h, co, WAIT_IO, timeout);
+  sched_park(host_current, co, WAIT_IO, timeout);
   co->wait_what = what;
+}
+
+int net_park(lua_State *L, co_unpark_fn fn, void *data, const char *what,
+             double timeout) {
+  co_t *co = host_current->current;
+  net_park_co(co, fn, data, what, timeout);
   lua_pushboolean(L, 0);
   lua_pushinteger(L, co->slot);
   return 2;
@@ -416,6 +642,7 @@ static void consume(net_conn_t *c, size_t n) {
   c->rstart += n;
   if (c->rstart == c->rlen) {
     c->rstart = c->rlen = 0;
+    net_shrink(c);
   } else if (c->rstart > c->rcap / 2) {
     memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
     c->rlen -= c->rstart;
@@ -1011,8 +1238,8 @@ static int sweep_gc(lua_State *L) {
   net_state_t *st = h->net;
   while (st->conns) close_now(st->conns);
   while (st->lis) lis_close(st->lis);
-  free(st);
   h->net = NULL;
+  uv_close((uv_handle_t *)&st->dl_timer, on_state_close);
   return 0;
 }
 

@@ -12,11 +12,17 @@ local sched = require "orrery.sched"
 local context = require "orrery.context"
 local chan = require "orrery.chan"
 local C = require "orrery.ffi"
+local ffi = require "ffi"
 
 local wait, ctxs = sched.wait, sched.ctxs
-local hnext, hrespond, hheader, hbody, hread = hcore.next, hcore.respond, hcore.header, hcore.body, hcore.read
+local hrespond, hheader, hbody, hread = hcore.respond, hcore.header, hcore.body, hcore.read
 local hstart, hchunk, hfinish, hwstatus = hcore.start, hcore.chunk, hcore.finish, hcore.write_status
+local http_next, http_respond = C.orrery_ffi_http_next, C.orrery_ffi_http_respond
+local ffi_string, ffi_cast = ffi.string, ffi.cast
 local CODE_SHUTDOWN = hcore.CODE_SHUTDOWN
+local NEXT_PARKED, NEXT_HEAD, NEXT_ERROR = hcore.NEXT_PARKED, hcore.NEXT_HEAD, hcore.NEXT_ERROR
+local W_DONE, W_PARKED, W_BAD_STATUS = hcore.W_DONE, hcore.W_PARKED, hcore.W_BAD_STATUS
+local METHODS = hcore.methods()
 local WAKE_TIMEOUT, WAKE_CANCELED = sched.WAKE_TIMEOUT, sched.WAKE_CANCELED
 local type, pcall, xpcall, tostring, setmetatable, getmetatable, error =
   type, pcall, xpcall, tostring, setmetatable, getmetatable, error
@@ -100,12 +106,20 @@ local function parse_query(qs)
 end
 M.parse_query = parse_query
 
+-- A request table holds what changes per request; what is the same for
+-- every request of a connection (remote, remote_port, _c) is read from the
+-- connection's state (_st), so that the table stays small: it is built for
+-- every request.
+local conn_fields = { remote = "remote", remote_port = "rport", _c = "c" }
+
 local req_mt = {
   __index = function(r, k)
     local m = Req[k]
     if m ~= nil then return m end
+    local cf = conn_fields[k]
+    if cf then return r._st[cf] end
     if k == "headers" then
-      local h = hcore.headers(r._c, r._seq)
+      local h = hcore.headers(r._st.c, r._seq)
       r.headers = h
       return h
     elseif k == "query" then
@@ -122,12 +136,12 @@ M.req_mt = req_mt
 
 --- req:header(name) -> value (repeated fields joined with ", ") | nil
 function Req:header(name)
-  return hheader(self._c, self._seq, name)
+  return hheader(self._st.c, self._seq, name)
 end
 
 --- req:header_values(name) -> { value, ... }
 function Req:header_values(name)
-  return hcore.header_values(self._c, self._seq, name)
+  return hcore.header_values(self._st.c, self._seq, name)
 end
 
 --- req:query_all(name) -> { value, ... }
@@ -139,7 +153,7 @@ end
 -- Waits for a body call; a wake code that is a spurious cancellation (the
 -- root context's, which does not reach the server's contexts) is retried.
 local function body_call(self, fn)
-  local c, seq = self._c, self._seq
+  local c, seq = self._st.c, self._seq
   local r, e = fn(c, seq, 0)
   while r == false do
     local code = wait(e)
@@ -264,9 +278,17 @@ local function send(srv, st, c, req, status, body, headers)
     body = tostring(body)
     ctype = TEXT
   end
+  local n = body and #body or 0
+  if headers == nil and type(status) == "number" then
+    -- The common case goes through the FFI: no table to walk.
+    local r = http_respond(st.h, status, body, n, ctype, flags)
+    if r == W_DONE then return true, n end
+    if r == W_PARKED then return await_write(c, false, st.slot, st.ctx), n end
+    if r ~= W_BAD_STATUS then return false, n end
+  end
   local ok, r, e = pcall(hrespond, c, status, body, headers, ctype, flags)
   if not ok then return false, r end
-  return await_write(c, r, e, st.ctx), body and #body or 0
+  return await_write(c, r, e, st.ctx), n
 end
 
 local function internal_error(srv, req, msg)
@@ -358,22 +380,35 @@ sched.handlers.http_gone = function(id)
 end
 
 local function serve_conn(srv, c, id, ctx, cancel)
-  local st = { c = c, ctx = ctx, cancel = cancel, slot = co_slot() }
+  local slot = co_slot()
+  local st = { c = c, ctx = ctx, cancel = cancel, slot = slot, h = false, abort = false,
+    remote = false, rport = false }
   live[id] = st
   srv.conns[id] = st
-  local ok, err = pcall(hcore.attach, c, srv.cfg, id)
+  local ok, h = pcall(hcore.attach, c, srv.cfg, id)
+  local err
+  if ok then
+    h = ffi_cast("orrery_http_head *", h)
+    st.h = h
+  else
+    err = h
+  end
   local remote, rport = ncore.peer(c)
+  st.remote, st.rport = remote, rport
   local code = 0
   while ok do
     if srv.closing and code >= 0 then code = CODE_SHUTDOWN end
-    local method, e, reason, version, seq = hnext(c, code)
-    if method == false then
-      code = wait(e)
+    local r = http_next(h, code)
+    if r == NEXT_PARKED then
+      code = wait(slot)
       if code == WAKE_CANCELED and not ctx.e then code = 0 end
-    elseif method then
+    elseif r == NEXT_HEAD then
       code = 0
-      local req = setmetatable({ method = method, path = e, raw_query = reason, version = version,
-        _seq = seq, _c = c, remote = remote, remote_port = rport, ctx = ctx }, req_mt)
+      local buf, path, query = h.buf, "/", ""
+      if h.path_len > 0 then path = ffi_string(buf + h.path_off, h.path_len) end
+      if h.has_query ~= 0 then query = ffi_string(buf + h.query_off, h.query_len) end
+      local req = setmetatable({ method = METHODS[h.method], path = path, raw_query = query,
+        version = h.minor == 1 and "1.1" or "1.0", _seq = h.seq, _st = st, ctx = ctx }, req_mt)
       local hok, alive = pcall(handle, srv, st, c, req)
       if not hok then
         internal_error(srv, req, alive)
@@ -381,8 +416,8 @@ local function serve_conn(srv, c, id, ctx, cancel)
       end
       if not alive or st.abort or ctx.e then break end
     else
-      if e ~= "close" and srv.on_bad_request then
-        pcall(srv.on_bad_request, e, reason, remote)
+      if r == NEXT_ERROR and srv.on_bad_request then
+        pcall(srv.on_bad_request, h.status, ffi_string(h.reason), remote)
       end
       break
     end
@@ -487,9 +522,11 @@ function M.listen(handler, opts)
   local base, cancel_base = detached()
   local ctl, cancel_ctl = detached()
   local srv = setmetatable({
-    listener = lis.l, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0,
-    max_connections = o.max_connections, handler_timeout = o.handler_timeout or nil,
-    linger = o.linger or 0, access_log = o.access_log or nil, log = o.log or default_log,
+    -- Fields read per request are false rather than absent: a hit, not a
+    -- miss that goes on to the metatable.
+    listener = lis.l, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
+    max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
+    linger = o.linger or 0, access_log = o.access_log or false, log = o.log or default_log,
     on_bad_request = o.on_bad_request,
     base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
     done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
