@@ -239,12 +239,6 @@ uint64_t orrery_ffi_co_id(void) {
   return co ? co->id : 0;
 }
 
-int orrery_ffi_co_parked(int32_t slot) {
-  host_t *h = host_current;
-  if (slot < 1 || slot > h->cos_top || !h->cos[slot - 1]) return 0;
-  return h->cos[slot - 1]->state == CO_PARKED;
-}
-
 int orrery_ffi_wake(int32_t slot, int32_t code) {
   host_t *h = host_current;
   if (slot < 1 || slot > h->cos_top) return 0;

@@ -31,13 +31,11 @@ int32_t orrery_ffi_wake_all(int32_t code);
 void orrery_ffi_co_bind(int32_t slot, int rooted);
 int32_t orrery_ffi_foreign_enter(void);
 void orrery_ffi_foreign_leave(int32_t slot);
-int orrery_ffi_co_parked(int32_t slot);
 
 orrery_tmr *orrery_ffi_timer_new(int32_t id);
 void orrery_ffi_timer_free(orrery_tmr *t);
 void orrery_ffi_timer_start(orrery_tmr *t, double secs);
 int orrery_ffi_timer_stop(orrery_tmr *t);
-int orrery_ffi_timer_active(const orrery_tmr *t);
 
 /* HTTP server connections (host/http_server.c). A request head is handed
  * to Lua as positions in the connection's read buffer, valid until its

@@ -157,7 +157,7 @@ int sched_run(host_t *h);
 void sched_exit(host_t *h, int code);
 double sched_now(void);
 uint64_t sched_rand(host_t *h);
-void sched_dump(host_t *h, const char *reason);
+void sched_dump(host_t *h);
 
 /* timer.c */
 void timer_start(host_t *h, tmr_t *t, double when);

@@ -67,7 +67,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   host_t *h = s->data;
   if (signum == SIGQUIT) {
     fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
-    sched_dump(h, "signal");
+    sched_dump(h);
     return;
   }
   if (h->shutdown_sig) {

@@ -257,7 +257,7 @@ int sched_run(host_t *h) {
     if (!uv_loop_alive(h->loop) && !h->ready_head) {
       if (h->main) {
         fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");
-        sched_dump(h, "deadlock");
+        sched_dump(h);
         sched_exit(h, 2);
       } else {
         sched_exit(h, 0);
@@ -269,9 +269,8 @@ int sched_run(host_t *h) {
   return h->exit_code;
 }
 
-void sched_dump(host_t *h, const char *reason) {
+void sched_dump(host_t *h) {
   lcore_dispatch(h, "dump", 0);
-  (void)reason;
 }
 
 /* -- FFI: plain Lua coroutines inside orrery coroutines -- */

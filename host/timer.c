@@ -150,10 +150,6 @@ int orrery_ffi_timer_stop(orrery_tmr *t) {
   return timer_stop(host_current, t);
 }
 
-int orrery_ffi_timer_active(const orrery_tmr *t) {
-  return t->hidx != 0;
-}
-
 double orrery_ffi_now(void) {
   return sched_now();
 }

@@ -24,7 +24,7 @@ local tnew = require "table.new"
 local Chan = {}
 Chan.__index = Chan
 
-local M = { Chan = Chan }
+local M = { Chan = Chan, OP_PARKED = OP_PARKED }
 
 local function wake_err(code)
   if code == WAKE_TIMEOUT or code == WAKE_DEADLINE then return "timeout" end

@@ -6,7 +6,7 @@ local chan = require "orrery.chan"
 
 local wait = sched.wait
 local WAKE_TIMEOUT = sched.WAKE_TIMEOUT
-local OP_PARKED = 5
+local OP_PARKED = chan.OP_PARKED
 
 local M = {}
 
