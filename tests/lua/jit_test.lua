@@ -20,17 +20,9 @@ local function reason(code, extra)
   return fmt
 end
 
--- Aborts that only say where a trace should start: when a hot function
--- or a hot counter shared with another bytecode (LuaJIT hashes hot
--- counters by address) starts a recording next to a loop instead of at
--- it, the recorder gives up and the loop gets its own trace later. They
--- depend on address layout, so they are not failures; an NYI or any
--- other abort in the measured code is.
-local BENIGN = {
-  ["leaving loop in root trace"] = true,
-  ["inner loop in root trace"] = true,
-  ["loop unroll limit reached"] = true,
-}
+-- Aborts that only say where a trace started (see orrery.test); any other
+-- abort in the measured code is a failure.
+local BENIGN = T.BENIGN_ABORTS
 
 -- Runs fn with a fresh trace cache and records the trace events:
 -- returns { roots = number of root traces started in this file that
