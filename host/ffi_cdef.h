@@ -55,3 +55,8 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code);
 int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,
                             const char *body, size_t len, const char *ctype,
                             int32_t flags);
+
+/* JSON encoding helpers for the Lua encoder (host/json.c). */
+size_t orrery_ffi_json_str_len(const char *s, size_t len);
+size_t orrery_ffi_json_escape(char *out, const char *s, size_t len);
+size_t orrery_ffi_json_number(char *out, double x);

@@ -96,8 +96,8 @@ struct co_s {
   uint8_t wait_kind;
   uint8_t started;
   uint8_t unrooted; /* bound to a context outside the root's tree */
-  int32_t wake;  /* code handed to the coroutine when it resumes */
-  int32_t nargs; /* arguments for the first resume */
+  int32_t wake;     /* code handed to the coroutine when it resumes */
+  int32_t nargs;    /* arguments for the first resume */
   co_t *next_ready;
   tmr_t tmr; /* sleeps and operation timeouts */
   waiter_t w1;
@@ -140,8 +140,8 @@ struct host_s {
   int shutdown_sig;
   double grace;
   uv_timer_t grace_timer;
-  struct repl_s *repl; /* stdin reader of `orrery repl`, see repl.c */
-  struct net_state_s *net; /* live sockets, see tcp.c */
+  struct repl_s *repl;       /* stdin reader of `orrery repl`, see repl.c */
+  struct net_state_s *net;   /* live sockets, see tcp.c */
   struct http_state_s *http; /* shared by HTTP connections, see http_server.c */
 };
 
@@ -178,6 +178,7 @@ int luaopen_orrery_json_core(lua_State *L);
 
 /* alloc.c */
 lua_State *alloc_newstate(void);
+void alloc_done(void); /* after lua_close: returns the small-object chunks */
 
 /* modules.c */
 void modules_preload(lua_State *L);

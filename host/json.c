@@ -437,20 +437,6 @@ static void enc_string(enc_t *e, const char *s, size_t len, int depth,
 }
 
 static void enc_number(enc_t *e, double x, int depth) {
-  /* Integers that fit in an int32, the common case, without the general
-   * formatter (-0 keeps its sign there). */
-  if (x >= -2147483648.0 && x <= 2147483647.0) {
-    int32_t i = (int32_t)x;
-    if ((double)i == x && (i != 0 || !signbit(x))) {
-      char tmp[12], *t = tmp + sizeof tmp;
-      uint32_t u = i < 0 ? (uint32_t)0 - (uint32_t)i : (uint32_t)i;
-      do *--t = (char)('0' + u % 10), u /= 10;
-      while (u);
-      if (i < 0) *--t = '-';
-      enc_put(e, t, (size_t)(tmp + sizeof tmp - t));
-      return;
-    }
-  }
   size_t n = json_fmt_number(enc_reserve(e, JSON_NUMBER_BUF), x);
   if (!n) enc_fail(e, depth, x != x ? E_NAN : x > 0 ? E_INF : E_NINF);
   e->len += n;
@@ -713,6 +699,25 @@ static void enc_value(enc_t *e, int idx, int depth) {
   }
 }
 
+/* The FFI side of the Lua encoder's fast path (lua/orrery/json.lua): its
+ * output must match the C encoder's byte for byte. */
+
+/* Size of s as a quoted JSON string, 0 if it is not valid UTF-8. */
+size_t orrery_ffi_json_str_len(const char *s, size_t len) {
+  size_t bad;
+  return json_escape_len(s, len, &bad);
+}
+
+size_t orrery_ffi_json_escape(char *out, const char *s, size_t len) {
+  return json_escape(out, s, len);
+}
+
+/* x in JSON syntax into out (JSON_NUMBER_BUF bytes); 0 for NaN and the
+ * infinities. */
+size_t orrery_ffi_json_number(char *out, double x) {
+  return json_fmt_number(out, x);
+}
+
 /* encode(value [, opts]) -> text */
 static int l_encode(lua_State *L) {
   if (lua_isnone(L, 1)) arg_error(L, 1, FN_ENCODE, "value expected");
@@ -762,5 +767,11 @@ int luaopen_orrery_json_core(lua_State *L) {
   lua_setfield(L, -2, "max_depth");
   lua_pushinteger(L, JSON_DEPTH_LIMIT);
   lua_setfield(L, -2, "depth_limit");
+  lua_pushinteger(L, JSON_NUMBER_BUF);
+  lua_setfield(L, -2, "number_buf");
+  lua_pushinteger(L, SPARSE_RATIO);
+  lua_setfield(L, -2, "sparse_ratio");
+  lua_pushinteger(L, SPARSE_SLACK);
+  lua_setfield(L, -2, "sparse_slack");
   return 1;
 }

@@ -201,6 +201,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   repl_close(h);
   lua_close(L);
+  alloc_done();
   uv_walk(&loop, close_walk, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

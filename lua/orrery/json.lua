@@ -2,8 +2,159 @@
 -- orrery.json -- JSON text to Lua values and back: strict RFC 8259
 -- decoding, the null sentinel and the array/object markers (docs/json.md).
 local core = require "orrery.json.core"
+local buffer = require "string.buffer"
+local C = require "orrery.ffi"
 
 local array_mt, object_mt = core.array_mt, core.object_mt
+local c_encode, null, NUMBER_BUF = core.encode, core.null, core.number_buf
+local type, next, pairs, getmetatable = type, next, pairs, getmetatable
+local json_str_len, json_escape = C.orrery_ffi_json_str_len, C.orrery_ffi_json_escape
+local json_number = C.orrery_ffi_json_number
+
+-- -- The encoder's fast path --
+-- Strings, numbers, booleans, null, and tables that are plain or carry
+-- the shared markers, nested at most FAST_DEPTH deep, are encoded here,
+-- in Lua that the JIT compiles into the caller's trace: a call into the
+-- C encoder would end the trace. Anything else, including every value
+-- that raises, makes the fast path give up (return false) and the C
+-- encoder starts over: it alone holds the options, __jsontype and the
+-- error messages. Both produce the same bytes, key order included (both
+-- walk tables with next); json_test checks that on generated values.
+local FAST_DEPTH = 16
+local SPARSE_RATIO, SPARSE_SLACK = core.sparse_ratio, core.sparse_slack
+local out = buffer.new(512)
+local fast_value
+
+local function fast_string(b, s)
+  local n = #s
+  local m = json_str_len(s, n)
+  if m == n + 2 then -- nothing to escape
+    b:put('"', s, '"')
+  elseif m == 0 then -- not UTF-8: C names the path in its error
+    return false
+  else
+    local p = b:reserve(m)
+    b:commit(json_escape(p, s, n))
+  end
+  return true
+end
+
+local function fast_array(b, t, n, depth)
+  b:put("[")
+  for i = 1, n do
+    if i > 1 then b:put(",") end
+    local v = t[i]
+    if v == nil then
+      b:put("null") -- a hole in a marked array
+    elseif not fast_value(b, v, depth + 1) then
+      return false
+    end
+  end
+  b:put("]")
+  return true
+end
+
+local function fast_object(b, t, depth)
+  local sep = "{"
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then return false end
+    b:put(sep)
+    sep = ","
+    if not fast_string(b, k) then return false end
+    b:put(":")
+    if not fast_value(b, v, depth + 1) then return false end
+  end
+  if sep == "{" then b:put("{}") else b:put("}") end
+  return true
+end
+
+local function fast_table(b, t, depth)
+  if depth >= FAST_DEPTH then return false end
+  local mt = getmetatable(t)
+  if mt == nil then
+    local k1 = next(t)
+    if k1 == nil then
+      b:put("{}")
+      return true
+    end
+    if type(k1) ~= "number" then return fast_object(b, t, depth) end
+    -- A plain array holds exactly the keys 1..n.
+    local n, c = #t, 0
+    for k in pairs(t) do
+      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false end
+      c = c + 1
+    end
+    if c ~= n then return false end
+    return fast_array(b, t, n, depth)
+  elseif mt == array_mt then
+    -- Holes become null, within the C encoder's sparseness limit.
+    local max, c = 0, 0
+    for k in pairs(t) do
+      if type(k) ~= "number" or k < 1 or k % 1 ~= 0 or k > 2 ^ 53 then return false end
+      if k > max then max = k end
+      c = c + 1
+    end
+    if max > c * SPARSE_RATIO + SPARSE_SLACK then return false end
+    return fast_array(b, t, max, depth)
+  elseif mt == object_mt then
+    return fast_object(b, t, depth)
+  end
+  return false
+end
+
+function fast_value(b, v, depth)
+  local tv = type(v)
+  if tv == "string" then return fast_string(b, v) end
+  if tv == "number" then
+    local p = b:reserve(NUMBER_BUF)
+    local n = json_number(p, v)
+    if n == 0 then return false end -- NaN or an infinity
+    b:commit(n)
+    return true
+  end
+  if tv == "table" then return fast_table(b, v, depth) end
+  if tv == "boolean" then
+    b:put(v and "true" or "false")
+    return true
+  end
+  if v == null then
+    b:put("null")
+    return true
+  end
+  return false
+end
+
+-- The fast path's text, or nil when the C encoder has to decide.
+local function fast_encode(v)
+  local b = out:reset()
+  if not fast_value(b, v, 0) then return nil end
+  local s = b:tostring()
+  if #s > 65536 then b:free() end -- do not keep a big buffer alive
+  return s
+end
+
+-- A vararg function, so that the C encoder still tells encode() from
+-- encode(nil). The tail call keeps the caller's line in C's errors.
+local function encode(...)
+  local v, opts = ...
+  if opts == nil and v ~= nil then
+    local s = fast_encode(v)
+    -- Not a tail call: after a tail call to a builtin the JIT cannot
+    -- return to a lower frame.
+    if s then return s end
+  end
+  return c_encode(...)
+end
+
+local function try_encode(v, opts)
+  if opts == nil then
+    local s = fast_encode(v)
+    if s then return s end
+  end
+  local ok, s = pcall(c_encode, v, opts)
+  if ok then return s end
+  return nil, s
+end
 
 local M = {
   -- decode(text [, opts]) -> value | nil, err, pos
@@ -13,7 +164,10 @@ local M = {
   decode = core.decode,
   -- encode(value [, opts]) -> text; raises on values JSON cannot hold
   --   opts.max_depth, opts.pretty, opts.indent, opts.sort_keys
-  encode = core.encode,
+  encode = encode,
+  -- try_encode(value [, opts]) -> text | nil, err: encode that returns
+  --   the error instead of raising it.
+  try_encode = try_encode,
   -- null: what JSON null decodes to, and encodes as null.
   null = core.null,
   max_depth = core.max_depth,

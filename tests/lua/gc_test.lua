@@ -106,3 +106,33 @@ T.test("a process that exits with coroutines still parked shuts down cleanly", f
   T.eq(out, "1003\n")
   T.eq(st, 0)
 end)
+
+-- The state's allocator files small blocks by 16-byte size class, freed
+-- blocks are reused and reallocations cross classes: objects of every
+-- size around the classes' edges keep their contents through growth,
+-- shrinking and collections.
+T.test("objects of every small size keep their contents across reuse and resizing", function()
+  local strs, tabs = {}, {}
+  for round = 1, 3 do
+    for n = 0, 1100, round == 1 and 1 or 7 do
+      strs[n] = ("%d:"):format(n) .. ("s"):rep(n)
+    end
+    for i = 1, 120 do
+      local t = {}
+      for j = 1, i do t[j] = j * round end          -- the array part grows
+      for j = 1, i % 40 do t["k" .. j] = j end      -- and the hash part
+      tabs[i] = t
+    end
+    collectgarbage()
+    for n, s in pairs(strs) do T.eq(s, ("%d:"):format(n) .. ("s"):rep(n)) end
+    for i, t in ipairs(tabs) do
+      T.eq(#t, i)
+      T.eq(t[i], i * round)
+      T.eq(t["k" .. (i % 40)], i % 40 > 0 and i % 40 or nil)
+      for j = i, 1, -1 do t[j] = nil end            -- shrink on the next rehash
+      t.x = 1
+    end
+    strs, tabs = {}, {}
+    collectgarbage()
+  end
+end)

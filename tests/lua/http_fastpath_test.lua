@@ -6,6 +6,7 @@
 local T = require "orrery.test"
 local orrery = require "orrery"
 local http = require "orrery.http"
+local json = require "orrery.json"
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "http_helpers.lua")
 
 -- Echoes what the handler sees of its request, in a stable order.
@@ -192,6 +193,56 @@ T.test("the request loop stays JIT-compiled", function()
   end
   jit.attach(on_trace)
   T.eq(aborts, {})
+  c:close()
+  srv:close()
+end)
+
+-- The same for JSON bodies: the encoder's loops get traces of their own,
+-- and the request path must link through them back to the request loop
+-- instead of leaving the rest of each response to the interpreter (a
+-- trace that starts inside a pcall cannot return through it).
+T.test("JSON responses stay JIT-compiled: no trace falls back to the interpreter", function()
+  if not jit.status() then T.skip("the JIT is off") end
+  local jutil = require "jit.util"
+  local vmdef = require "jit.vmdef"
+  local r = http.router()
+  r:get("/json", function() return 200, { id = 123, status = "ok", items = { 1, 2, 3 } } end)
+  local srv = H.start(r)
+  local c = H.connect(srv)
+  T.eq(assert(H.request(c, "GET /json HTTP/1.1\r\nHost: t\r\n\r\n")).status, 200)
+  jit.flush()
+  local bad = {}
+  local started = {} -- trace number -> where it started, if in our modules
+  local repeats = {}
+  local function where(func, pc)
+    local info = jutil.funcinfo(func, pc)
+    local src = info.source or ""
+    if src:find("orrery/http/", 1, true) or src:find("orrery/json", 1, true) then
+      return ("%s:%s"):format(src, tostring(info.currentline))
+    end
+  end
+  local function on_trace(what, tr, func, pc, code)
+    if what == "start" then
+      started[tr] = where(func, pc) or false
+    elseif what == "abort" and started[tr] then
+      -- A positional abort once in a while is benign; the same one over
+      -- and over means that part of the path never compiles.
+      local why = tostring(vmdef.traceerr[code] or code)
+      local key = started[tr] .. ": " .. why
+      repeats[key] = (repeats[key] or 0) + 1
+      if not T.BENIGN_ABORTS[why] or repeats[key] == 8 then bad[#bad + 1] = "abort: " .. key end
+    elseif what == "stop" and started[tr] and jutil.traceinfo(tr).linktype == "interpreter" then
+      bad[#bad + 1] = ("trace %d from %s falls back to the interpreter"):format(tr, started[tr])
+    end
+  end
+  jit.attach(on_trace, "trace")
+  for _ = 1, 2000 do
+    assert(c:write("GET /json HTTP/1.1\r\nHost: t\r\n\r\n"))
+    local body = assert(H.read_response(c)).body
+    if #body ~= 40 then T.eq(json.decode(body), { id = 123, status = "ok", items = { 1, 2, 3 } }) end
+  end
+  jit.attach(on_trace)
+  T.eq(bad, {})
   c:close()
   srv:close()
 end)

@@ -4,6 +4,7 @@
 local T = require "orrery.test"
 local orrery = require "orrery"
 local http = require "orrery.http"
+local json = require "orrery.json"
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "http_helpers.lua")
 
 local function app()
@@ -232,6 +233,29 @@ T.test("a handler error is a 500 with a generic body, logged with a traceback", 
   res = H.request(c, "GET /teapot HTTP/1.1\r\nHost: t\r\n\r\n")
   T.eq(res.status, 418)
   T.eq(res.body, "short and stout\n")
+  c:close()
+  srv:close()
+end)
+
+T.test("a table body JSON cannot hold is a 500, logged with the path; the connection goes on", function()
+  local r = http.router()
+  r:get("/nan", function() return 200, { ok = true, v = { 1, 0 / 0 } } end)
+  r:get("/fn", function() return 200, { f = print } end)
+  r:get("/marked", function() return 200, json.array({}) end)
+  r:get("/class", function() return 200, setmetatable({ 1 }, { __jsontype = "object" }) end)
+  local srv = H.start(r)
+  local c = H.connect(srv)
+  local res = H.request(c, "GET /nan HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq({ res.status, res.body }, { 500, "Internal Server Error\n" })
+  T.match(srv.logged[1], "GET /nan: .*cannot encode NaN at %$%.v%[2%]")
+  res = H.request(c, "GET /fn HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq(res.status, 500)
+  T.match(srv.logged[2], "cannot encode function at %$%.f")
+  -- Marked and classed tables take the C encoder's path.
+  res = H.request(c, "GET /marked HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq({ res.status, res.headers["content-type"], res.body }, { 200, "application/json", "[]" })
+  res = H.request(c, "GET /class HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq({ res.status, res.body }, { 200, '{"1":1}' })
   c:close()
   srv:close()
 end)

@@ -415,3 +415,108 @@ T.test("big documents round-trip", function()
   items[12345].price = 0 / 0
   T.raises(function() json.encode({ items = items }) end, "cannot encode NaN at $.items[12345].price")
 end)
+
+-- -- The Lua fast path of encode --
+
+local core = require "orrery.json.core"
+
+-- A random value for the encoder: nested tables of every shape the fast
+-- path takes or gives up on (markers, holes, mixed keys, NaN, bad UTF-8,
+-- __jsontype classes, functions), strings that need escapes.
+local function gen_value(r, depth)
+  local strings = { "", "ok", "a\"b", "back\\slash", "tab\tnl\n", "\0nul", "é ü 中",
+    "\255bad", "\237\160\128", "long " .. ("x"):rep(100), "\127del", "ctl\1\31" }
+  local k = r(depth > 3 and 9 or 14)
+  if k == 0 then return r(2) == 0 end
+  if k == 1 then return json.null end
+  if k == 2 then
+    local nums = { 0, -0, 1, -1, 123, 2 ^ 31, -2 ^ 31, 2 ^ 53, 2 ^ 53 + 2, 0.1, 1e300,
+      5e-324, -1.5, 1 / 3, 0 / 0, 1 / 0, -1 / 0, 2147483647, -2147483647 }
+    return nums[r(#nums) + 1]
+  end
+  if k <= 8 then return strings[r(#strings) + 1] end
+  if k == 9 then return r(50) == 0 and print or r(1000) end
+  local n = r(5)
+  local t = {}
+  if k == 10 or k == 11 then -- an array, maybe with a hole or marked
+    for i = 1, n do t[i] = gen_value(r, depth + 1) end
+    if r(4) == 0 then t[n + 2] = 1 end
+    if r(3) == 0 then json.array(t) end
+  elseif k == 12 or k == 13 then -- an object, maybe marked or mixed
+    for _ = 1, n do t[strings[r(#strings) + 1] .. r(3)] = gen_value(r, depth + 1) end
+    if r(6) == 0 then t[1] = true end
+    if r(4) == 0 then json.object(t) end
+    if r(20) == 0 then setmetatable(t, { __jsontype = "object" }) end
+  end
+  return t
+end
+
+T.test("the Lua fast path and the C encoder give the same bytes and errors", function()
+  local r = rng(20261123)
+  local fast_ok, fallback = 0, 0
+  for _ = 1, 3000 do
+    local v = gen_value(r, 0)
+    local ok1, a = pcall(json.encode, v)
+    local ok2, b = pcall(core.encode, v)
+    -- Error messages carry the caller's position: compare what follows.
+    if not ok1 then a = a:gsub("^.-orrery%.json%.encode", "orrery.json.encode") end
+    if not ok2 then b = b:gsub("^.-orrery%.json%.encode", "orrery.json.encode") end
+    T.eq({ ok1, a }, { ok2, b })
+    if ok1 then fast_ok = fast_ok + 1 else fallback = fallback + 1 end
+  end
+  -- Both kinds of value were generated.
+  T.ok(fast_ok > 500 and fallback > 200, ("%d encoded, %d raised"):format(fast_ok, fallback))
+end)
+
+T.test("encode keeps the caller's line in errors and tells encode() from encode(nil)", function()
+  local ok, err = pcall(json.encode, { 0 / 0 })
+  T.eq(ok, false)
+  T.match(err, "orrery%.json%.encode: cannot encode NaN at %$%[1%]$")
+  local line = debug.getinfo(1, "l").currentline + 1
+  local ok2, err2 = pcall(function() local s = json.encode({ f = print }); return s end)
+  T.eq(ok2, false)
+  T.match(err2, "json_test%.lua:" .. line .. ": orrery%.json%.encode: cannot encode function at %$%.f$")
+  T.eq(json.encode(nil), "null")
+  T.raises(function() json.encode() end, "(value expected)")
+end)
+
+T.test("try_encode returns the error instead of raising", function()
+  T.eq(json.try_encode({ a = { 1, 2 } }), '{"a":[1,2]}')
+  T.eq(json.try_encode({ x = 1 }, { sort_keys = true }), '{"x":1}')
+  local s, err = json.try_encode({ a = { 1, 0 / 0 } })
+  T.eq(s, nil)
+  T.match(err, "cannot encode NaN at %$%.a%[2%]")
+  local s2, err2 = json.try_encode(json.array({ [1] = 1, [100] = 2 }))
+  T.eq(s2, nil)
+  T.match(err2, "array too sparse")
+  local s3, err3 = json.try_encode(1, 5)
+  T.eq(s3, nil)
+  T.match(err3, "bad argument #2")
+end)
+
+T.test("a big document leaves no big buffer behind and encodes again", function()
+  local big = {}
+  for i = 1, 20000 do big[i] = "item " .. i end
+  local s = json.encode(big)
+  T.eq(#s, #table.concat(big, '","') + 4)
+  T.eq(json.decode(s)[20000], "item 20000")
+  T.eq(json.encode({ small = true }), '{"small":true}')
+end)
+
+T.test("encoding a typical object in a hot loop compiles without aborts in orrery.json", function()
+  if not jit.status() then T.skip("the JIT is off") end
+  local aborts = T.traced(function()
+    local n = 0
+    for i = 1, 3000 do
+      local s = json.encode({ id = i, status = "ok", items = { 1, 2, 3 }, ok = true, none = json.null })
+      n = n + #s
+    end
+    return n
+  end, "orrery/json.lua")
+  local real = {}
+  for _, a in ipairs(aborts) do
+    local why = a:match(": (.-)$")
+    if not T.BENIGN_ABORTS[why] then real[#real + 1] = a end
+  end
+  T.eq(real, {})
+end)

@@ -269,8 +269,10 @@ local function send(srv, st, c, req, status, body, headers)
     ctype = TEXT
   elseif bt == "table" then
     local j = json_mod()
-    if not j then error("orrery.http: table bodies need orrery.json") end
-    body = j.encode(body)
+    if not j then return false, "orrery.http: table bodies need orrery.json" end
+    local err
+    body, err = j.try_encode(body)
+    if not body then return false, err end
     ctype = JSON
   elseif bt == "function" then
     return stream(srv, st, c, req, status, body, headers, flags)
@@ -340,7 +342,12 @@ local function handle(srv, st, c, req)
   if t0 then
     local line = access_line(req, status, bytes or 0, C.orrery_ffi_now() - t0)
     local al = srv.access_log
-    if type(al) == "function" then al(line, req, status, bytes or 0) else srv.log(line) end
+    if type(al) == "function" then
+      local aok, aerr = pcall(al, line, req, status, bytes or 0)
+      if not aok then srv.log("http: access_log: " .. tostring(aerr)) end
+    else
+      srv.log(line)
+    end
   end
   return sent
 end
@@ -379,24 +386,11 @@ sched.handlers.http_gone = function(id)
   if st and st.cancel then st.cancel() end
 end
 
-local function serve_conn(srv, c, id, ctx, cancel)
-  local slot = co_slot()
-  local st = { c = c, ctx = ctx, cancel = cancel, slot = slot, h = false, abort = false,
-    remote = false, rport = false }
-  live[id] = st
-  srv.conns[id] = st
-  local ok, h = pcall(hcore.attach, c, srv.cfg, id)
-  local err
-  if ok then
-    h = ffi_cast("orrery_http_head *", h)
-    st.h = h
-  else
-    err = h
-  end
-  local remote, rport = ncore.peer(c)
-  st.remote, st.rport = remote, rport
+-- Serves the requests of one connection until it cannot be used again.
+-- Raises only on an internal error: handler errors are caught in handle.
+local function conn_loop(srv, st, c, h, ctx, slot)
   local code = 0
-  while ok do
+  while true do
     if srv.closing and code >= 0 then code = CODE_SHUTDOWN end
     local r = http_next(h, code)
     if r == NEXT_PARKED then
@@ -409,17 +403,43 @@ local function serve_conn(srv, c, id, ctx, cancel)
       if h.has_query ~= 0 then query = ffi_string(buf + h.query_off, h.query_len) end
       local req = setmetatable({ method = METHODS[h.method], path = path, raw_query = query,
         version = h.minor == 1 and "1.1" or "1.0", _seq = h.seq, _st = st, ctx = ctx }, req_mt)
-      local hok, alive = pcall(handle, srv, st, c, req)
-      if not hok then
-        internal_error(srv, req, alive)
-        break
-      end
-      if not alive or st.abort or ctx.e then break end
+      -- For the log if an internal error ends the connection (storing req
+      -- itself would keep the JIT from sinking its allocation).
+      st.method, st.path = req.method, path
+      if not handle(srv, st, c, req) or st.abort or ctx.e then return end
     else
       if r == NEXT_ERROR and srv.on_bad_request then
-        pcall(srv.on_bad_request, h.status, ffi_string(h.reason), remote)
+        pcall(srv.on_bad_request, h.status, ffi_string(h.reason), st.remote)
       end
-      break
+      return
+    end
+  end
+end
+
+local function serve_conn(srv, c, id, ctx, cancel)
+  local slot = co_slot()
+  local st = { c = c, ctx = ctx, cancel = cancel, slot = slot, h = false, abort = false,
+    remote = false, rport = false, method = "-", path = "-" }
+  live[id] = st
+  srv.conns[id] = st
+  local ok, h = pcall(hcore.attach, c, srv.cfg, id)
+  local err
+  if ok then
+    h = ffi_cast("orrery_http_head *", h)
+    st.h = h
+  else
+    err = h
+  end
+  local remote, rport = ncore.peer(c)
+  st.remote, st.rport = remote, rport
+  if ok then
+    -- One protected call per connection, not per request: a trace that
+    -- starts inside a pcall cannot return through it, so a per-request
+    -- pcall would leave the rest of every response to the interpreter.
+    local lok, lerr = pcall(conn_loop, srv, st, c, h, ctx, slot)
+    if not lok then
+      st.abort = true
+      internal_error(srv, st, lerr)
     end
   end
   if not ok then srv.log("http: " .. tostring(err)) end
