@@ -46,6 +46,78 @@ T.test("conflicting parameter names are a registration error", function()
   T.raises(function() r:get("nope", function() end) end, "must start with")
 end)
 
+local function fakeq(method, path, query)
+  local r = fake(method, path)
+  r.raw_query = query or ""
+  return r
+end
+
+T.test("a trailing slash is significant; the other form is redirected", function()
+  local r = http.router()
+  r:get("/users", function() return 200, "list" end)
+  r:get("/users/:id", function(req) return 200, "user " .. req.params.id end)
+  r:get("/dir/", function() return 200, "dir" end)
+  r:get("/files/*path", function(req) return 200, "file " .. req.params.path end)
+  r:post("/items/:id/", function() return 201, "made" end)
+  local h = r:handler()
+  T.eq({ h(fake("GET", "/users")) }, { 200, "list" })
+  T.eq({ h(fake("GET", "/users/")) }, { 301, "Moved Permanently\n", { Location = "/users" } })
+  T.eq({ h(fake("GET", "/users/7/")) }, { 301, "Moved Permanently\n", { Location = "/users/7" } })
+  T.eq({ h(fake("GET", "/dir/")) }, { 200, "dir" })
+  T.eq({ h(fakeq("HEAD", "/dir", "a=1&b")) }, { 301, "Moved Permanently\n", { Location = "/dir/?a=1&b" } })
+  -- Other methods get 308, which keeps the method and the body.
+  T.eq({ h(fake("POST", "/items/3/")) }, { 201, "made" })
+  T.eq({ h(fake("POST", "/items/3")) }, { 308, "Permanent Redirect\n", { Location = "/items/3/" } })
+  -- A wildcard takes the rest as sent, trailing slash included.
+  T.eq({ h(fake("GET", "/files/a/b.txt")) }, { 200, "file a/b.txt" })
+  T.eq({ h(fake("GET", "/files/a/")) }, { 200, "file a/" })
+  T.eq({ h(fake("GET", "/files/")) }, { 200, "file " })
+  T.eq({ h(fake("GET", "/files")) }, { 301, "Moved Permanently\n", { Location = "/files/" } })
+  -- Neither form known: 404.
+  T.eq((h(fake("GET", "/nope/"))), 404)
+  T.eq((h(fake("GET", "/"))), 404)
+  -- Turned off: the other form is a 404.
+  local strict = http.router({ redirect_slash = false })
+  strict:get("/users", function() return 200, "list" end)
+  strict:get("/users/:id", function() return 200, "one" end)
+  T.eq((strict:handler()(fake("GET", "/users/"))), 404)
+  T.eq((strict:handler()(fake("GET", "/users/7/"))), 404)
+end)
+
+T.test("paths with empty, '.' and '..' segments are redirected to their clean form", function()
+  local r = http.router()
+  r:get("/a/b", function() return 200, "ab" end)
+  r:get("/static/*path", function(req) return 200, "file " .. req.params.path end)
+  local h = r:handler()
+  local function loc(path, query)
+    local s, _, hd = h(fakeq("GET", path, query))
+    return s, hd and hd.Location
+  end
+  T.eq({ loc("/a//b") }, { 301, "/a/b" })
+  T.eq({ loc("/a/./b") }, { 301, "/a/b" })
+  T.eq({ loc("/x/../a/b", "q=1") }, { 301, "/a/b?q=1" })
+  T.eq({ loc("/a/b/") }, { 301, "/a/b" })
+  T.eq({ loc("/static/%2e%2e/%2E%2e/etc/passwd") }, { 301, "/etc/passwd" })
+  T.eq({ loc("/static/css/../../../etc/passwd") }, { 301, "/etc/passwd" })
+  T.eq({ loc("/..") }, { 301, "/" })
+  T.eq({ loc("/static/a/.") }, { 301, "/static/a" })
+  T.eq({ loc("/static/a/./") }, { 301, "/static/a/" })
+  -- A dot inside a name, an encoded slash and a dot file are not dot segments.
+  T.eq({ h(fake("GET", "/static/.well-known/x")) }, { 200, "file .well-known/x" })
+  T.eq({ h(fake("GET", "/static/a%2fb")) }, { 200, "file a/b" })
+  T.eq({ h(fake("GET", "/static/v1.2/..x")) }, { 200, "file v1.2/..x" })
+  -- Patterns must be clean; the check can be turned off per router.
+  T.raises(function() r:get("/a//c", function() end) end, "bad pattern \"/a//c\"")
+  T.raises(function() r:get("/a/../c", function() end) end, "'..' segment")
+  local raw = http.router({ clean_path = false })
+  raw:get("/static/*path", function(req) return 200, req.params.path end)
+  T.eq({ raw:handler()(fake("GET", "/static/x/../y")) }, { 200, "x/../y" })
+  T.raises(function() http.router({ clean = true }) end,
+    "bad argument #1 to 'orrery.http.router' (unknown option 'clean')")
+  T.raises(function() http.router({ clean_path = 1 }) end, "clean_path must be a boolean")
+  T.raises(function() http.router("x") end, "(table expected, got string)")
+end)
+
 T.test("middleware runs in order, can change results and short-circuit", function()
   local r = http.router()
   local order = {}

@@ -23,8 +23,29 @@ local function node()
   return { static = {} }
 end
 
-function M.new()
-  return setmetatable({ exact = {}, tree = node(), mws = {}, n = 0 }, Router)
+local ROUTER_OPTS = { redirect_slash = true, clean_path = true }
+
+--- http.router([opts]) -> router. opts.redirect_slash (default true):
+-- a path that matches no route but would with its trailing slash added or
+-- removed is redirected there. opts.clean_path (default true): a path with
+-- empty, "." or ".." segments (percent-encoded ones included) is
+-- redirected to its cleaned form before routing.
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #1 to 'orrery.http.router' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  local self = setmetatable({ exact = {}, tree = node(), mws = {}, n = 0,
+    redirect_slash = true, clean_path = true, max_route_body = 0 }, Router)
+  for k, v in pairs(opts or {}) do
+    if not ROUTER_OPTS[k] then
+      error(("bad argument #1 to 'orrery.http.router' (unknown option '%s')"):format(tostring(k)), 2)
+    end
+    if type(v) ~= "boolean" then
+      error(("bad argument #1 to 'orrery.http.router' (%s must be a boolean)"):format(k), 2)
+    end
+    self[k] = v
+  end
+  return self
 end
 
 local function compose(mws, final)
@@ -42,6 +63,34 @@ local function split(path)
   for seg in path:gmatch("[^/]+") do segs[#segs + 1] = seg end
   return segs
 end
+
+-- The path's segment decoded, if it may be a dot segment.
+local function dot(seg)
+  if seg:find("%", 1, true) then seg = unescape(seg) end
+  return seg == "." and 1 or seg == ".." and 2 or nil
+end
+
+-- path without empty, "." and ".." segments (percent-encoded ones too),
+-- keeping a trailing slash; nil when it is clean already.
+local function clean(path)
+  if not (path:find("//", 1, true) or path:find("/.", 1, true) or path:find("/%", 1, true)) then
+    return nil
+  end
+  local parts = {}
+  for seg in (path:sub(2) .. "/"):gmatch("([^/]*)/") do
+    local d = seg ~= "" and dot(seg)
+    if d == 2 then
+      parts[#parts] = nil
+    elseif seg ~= "" and not d then
+      parts[#parts + 1] = seg
+    end
+  end
+  local c = "/" .. table.concat(parts, "/")
+  if c ~= "/" and path:byte(-1) == 47 then c = c .. "/" end
+  if c == path then return nil end
+  return c
+end
+M.clean = clean
 
 -- The route entry for pattern, created on first use.
 local function entry_for(self, pattern)
@@ -82,8 +131,10 @@ local function entry_for(self, pattern)
       n = s
     end
   end
-  n.entry = n.entry or { methods = {}, pattern = pattern }
-  return n.entry
+  -- "/a/:b" and "/a/:b/" are different routes.
+  local key = pattern:sub(-1) == "/" and "entry_slash" or "entry"
+  n[key] = n[key] or { methods = {}, pattern = pattern }
+  return n[key]
 end
 
 local function allow_of(e)
@@ -108,6 +159,9 @@ end
 function Router:route(method, pattern, handler, opts)
   if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
     error("orrery.http.router: bad pattern (must start with '/')", 2)
+  end
+  if clean(pattern) then
+    error(("orrery.http.router: bad pattern %q (empty, '.' or '..' segment)"):format(pattern), 2)
   end
   if type(handler) == "table" and type(opts) == "function" then handler, opts = opts, handler end
   if type(handler) ~= "function" then error("orrery.http.router: bad handler (function expected)", 2) end
@@ -179,10 +233,15 @@ function Router:not_found(fn) self.on_not_found = fn; self.dirty = true; return 
 
 local function default_not_found() return 404, "Not Found\n" end
 
-local function match(n, segs, i, params)
+-- The entry for segs[i..] below node n, filling params; slash says that
+-- the path ends with "/" (and is not "/"), rest[i] is the raw path from
+-- segment i on, for wildcards.
+local function match(n, segs, i, params, slash, rest)
   if i > #segs then
-    if n.entry then return n.entry end
-    if n.wild then
+    local e
+    if slash then e = n.entry_slash else e = n.entry end
+    if e then return e end
+    if n.wild and slash then
       params[n.wild.name] = ""
       return n.wild.entry
     end
@@ -191,33 +250,77 @@ local function match(n, segs, i, params)
   local seg = segs[i]
   local s = n.static[seg]
   if s then
-    local e = match(s, segs, i + 1, params)
+    local e = match(s, segs, i + 1, params, slash, rest)
     if e then return e end
   end
   if n.param then
-    local e = match(n.param.node, segs, i + 1, params)
+    local e = match(n.param.node, segs, i + 1, params, slash, rest)
     if e then
       params[n.param.name] = unescape(seg)
       return e
     end
   end
   if n.wild then
-    params[n.wild.name] = unescape(table.concat(segs, "/", i))
+    params[n.wild.name] = unescape(rest[i])
     return n.wild.entry
   end
   return nil
 end
 
+-- Segments of path, and for each the raw rest of the path from it on.
+local function segments(path)
+  local segs, rest = {}, {}
+  for at, seg in path:gmatch("()([^/]+)") do
+    segs[#segs + 1] = seg
+    rest[#rest + 1] = at
+  end
+  for i = 1, #rest do rest[i] = path:sub(rest[i]) end
+  return segs, rest
+end
+
+-- The entry for path in the tree, and its params.
+local function lookup(tree, path)
+  local segs, rest = segments(path)
+  local params = {}
+  local slash = #path > 1 and path:byte(-1) == 47 -- "/"
+  local e = match(tree, segs, 1, params, slash, rest)
+  return e, params
+end
+
+
+-- 301 for GET and HEAD, 308 (method and body kept) for the others.
+local function redirect(req, to)
+  if req.raw_query ~= "" then to = to .. "?" .. req.raw_query end
+  if req.method == "GET" or req.method == "HEAD" then
+    return 301, "Moved Permanently\n", { Location = to }
+  end
+  return 308, "Permanent Redirect\n", { Location = to }
+end
+
 local function dispatcher(self)
   local exact, tree = self.exact, self.tree
   local not_found = self.on_not_found or default_not_found
+  local clean_path, redirect_slash = self.clean_path, self.redirect_slash
+  local function known(path)
+    return exact[path] or lookup(tree, path)
+  end
   return function(req)
     local path = req.path
     local e = exact[path]
     if not e then
-      local params = {}
-      e = match(tree, split(path), 1, params)
-      if not e then return not_found(req) end
+      local params
+      if clean_path then
+        local c = clean(path)
+        if c then return redirect(req, c) end
+      end
+      e, params = lookup(tree, path)
+      if not e then
+        if redirect_slash and path ~= "/" then
+          local other = path:byte(-1) == 47 and path:sub(1, -2) or path .. "/"
+          if known(other) then return redirect(req, other) end
+        end
+        return not_found(req)
+      end
       req.params = params
     end
     local method = req.method
