@@ -37,7 +37,8 @@ void orrery_ffi_timer_free(orrery_tmr *t);
 void orrery_ffi_timer_start(orrery_tmr *t, double secs);
 int orrery_ffi_timer_stop(orrery_tmr *t);
 
-/* HTTP server connections (host/http_server.c). A request head is handed
+/* HTTP server connections (host/http_server.c, responses in
+ * host/http_response.c). A request head is handed
  * to Lua as positions in the connection's read buffer, valid until its
  * response has been sent. */
 typedef struct orrery_http_head {
