@@ -67,7 +67,9 @@ typedef struct hconn_s {
   hp_t hp;
   net_conn_t *c;
   int32_t id;
-  uint64_t max_body;
+  uint64_t max_body;      /* the request's body limit, see body_limit() */
+  uint64_t max_body_cfg;  /* the server's max_body_size */
+  uint64_t max_body_head; /* the most any route allows: checked at the head */
   uint32_t header_ms, body_ms, idle_ms; /* read deadlines, 0: none */
   double body_timeout, write_timeout;
   double bdeadline; /* of the body read, 0 when unset */

@@ -293,7 +293,11 @@ static int l_attach(lua_State *L) {
   lim.max_uri = (uint32_t)opt_field(L, 2, "max_uri_length", 8192);
   lim.max_headers = (uint32_t)opt_field(L, 2, "max_headers", 100);
   hp_init(&hc->hp, &lim);
-  hc->max_body = (uint64_t)opt_field(L, 2, "max_body_size", 1 << 20);
+  hc->max_body_cfg = (uint64_t)opt_field(L, 2, "max_body_size", 1 << 20);
+  hc->max_body_head = (uint64_t)opt_field(L, 2, "max_route_body_size", 0);
+  if (hc->max_body_head < hc->max_body_cfg)
+    hc->max_body_head = hc->max_body_cfg;
+  hc->max_body = hc->max_body_cfg;
   hc->header_ms = to_ms(opt_field(L, 2, "read_header_timeout", 10));
   hc->body_timeout = opt_field(L, 2, "read_body_timeout", 30);
   hc->body_ms = to_ms(hc->body_timeout);
@@ -378,7 +382,12 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
     return park_head(hc);
   }
   if (hc->stage == S_HEAD_READY) {
-    if (hp->content_length > 0 && (uint64_t)hp->content_length > hc->max_body) {
+    /* Before routing only the largest limit any route has is known: the
+     * request's own (the server's, or its route's through body_limit)
+     * applies when the handler reads. */
+    hc->max_body = hc->max_body_head;
+    if (hp->content_length > 0 &&
+        (uint64_t)hp->content_length > hc->max_body_head) {
       hp->status = 413;
       hp->reason = "request body too large";
       hc->stage = S_ERROR;
@@ -396,6 +405,7 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
         hc->body_err = B_OK; /* reported when the handler reads */
       }
     }
+    hc->max_body = hc->max_body_cfg;
   }
   if (hc->stage == S_ERROR) {
     http_write_canned(c, hp->status, http_date_now());
@@ -577,6 +587,26 @@ static const char *body_errstr(int e) {
   }
 }
 
+/* Whether the body is known to exceed the request's limit: by its
+ * Content-Length or by what was decoded before the limit was set. */
+static int over_limit(hconn_t *hc) {
+  hp_t *hp = &hc->hp;
+  return hp->body_bytes > hc->max_body ||
+         (hp->content_length > 0 &&
+          (uint64_t)hp->content_length > hc->max_body);
+}
+
+/* body_limit(conn, seq, bytes): the body limit of this request, at most
+ * the largest one the server was configured with (max_route_body_size). */
+static int l_body_limit(lua_State *L) {
+  hconn_t *hc = hc_live(L, NULL);
+  lua_Number n = luaL_checknumber(L, 3);
+  if (!(n >= 0)) return luaL_argerror(L, 3, "non-negative size expected");
+  hc->max_body =
+      n >= (lua_Number)hc->max_body_head ? hc->max_body_head : (uint64_t)n;
+  return 0;
+}
+
 static int body_common(lua_State *L, hconn_t *hc, int all) {
   int code = (int)luaL_optinteger(L, 3, 0);
   if (code == WAKE_TIMEOUT && !hc->body_err) {
@@ -587,7 +617,11 @@ static int body_common(lua_State *L, hconn_t *hc, int all) {
     hc->want_close = 1;
   }
   hc->goal = G_NONE;
-  send_continue(hc);
+  if (!hc->body_err && over_limit(hc)) {
+    hc->body_err = B_TOO_LARGE;
+    hc->want_close = 1; /* the rest of the body is not read */
+  }
+  if (!hc->body_err) send_continue(hc);
   if (!step_body(hc, all)) {
     if (!hc->bdeadline && hc->body_timeout > 0)
       hc->bdeadline = sched_now() + hc->body_timeout;
@@ -679,6 +713,7 @@ int luaopen_orrery_http_core(lua_State *L) {
                                  {"header_values", l_header_values},
                                  {"headers", l_headers},
                                  {"body", l_body},
+                                 {"body_limit", l_body_limit},
                                  {"read", l_read},
                                  {"respond", http_l_respond},
                                  {"write_status", http_l_write_status},

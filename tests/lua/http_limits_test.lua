@@ -130,6 +130,83 @@ T.test("size limits: 414, 431, 413", function()
   srv:close()
 end)
 
+T.test("per-route body limits: larger and smaller than the server's", function()
+  local http = require "orrery.http"
+  local r = http.router()
+  local function echo(req)
+    local b, err = req:body()
+    if not b then return 413, err end
+    return 200, ("%d bytes"):format(#b)
+  end
+  r:post("/small", echo)                                 -- the server's 64
+  r:post("/upload", echo, { max_body_size = 1000 })
+  r:post("/tiny", echo, { max_body_size = 8 })
+  r:post("/json", function(req) return 200, { got = req:json() } end, { max_body_size = 8 })
+  local srv = H.start(r, { max_body_size = 64 })
+  local function post(path, body, chunked)
+    local c = H.connect(srv)
+    local raw
+    if chunked then
+      raw = ("POST %s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n")
+        :format(path, #body, body)
+    else
+      raw = ("POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"):format(path, #body, body)
+    end
+    local res = assert(H.request(c, raw))
+    local closed = H.closed(c)
+    c:close()
+    return res.status, res.body, closed
+  end
+  local x = function(n) return ("x"):rep(n) end
+  T.eq({ post("/small", x(64)) }, { 200, "64 bytes", false })
+  -- Routes allow up to 1000 bytes: the head passes, the handler's read
+  -- fails at the server's limit.
+  T.eq({ post("/small", x(65)) }, { 413, "too_large", true })
+  T.eq({ post("/upload", x(1000)) }, { 200, "1000 bytes", false })
+  T.eq({ post("/upload", x(1000), true) }, { 200, "1000 bytes", false })
+  T.eq((post("/upload", x(1001))), 413)  -- over every route's limit: before routing
+  T.eq({ post("/tiny", x(8)) }, { 200, "8 bytes", false })
+  -- Over the route's limit: the handler's read fails, the connection closes.
+  T.eq({ post("/tiny", x(9)) }, { 413, "too_large", true })
+  T.eq({ post("/tiny", x(30), true) }, { 413, "too_large", true })
+  T.eq({ post("/json", '{"a":1}') }, { 200, '{"got":{"a":1}}', false })
+  T.eq((post("/json", '{"a":12345}')), 413)
+  -- The server's limit still applies to routes without their own.
+  T.eq({ post("/small", x(100), true) }, { 413, "too_large", true })
+  T.raises(function() r:post("/bad", echo, { max_body_size = "1k" }) end, "bad max_body_size")
+  srv:close()
+end)
+
+T.test("req:set_body_limit from middleware, and its argument check", function()
+  local http = require "orrery.http"
+  local r = http.router()
+  r:use(function(req, nxt)
+    if req:header("x-trusted") then req:set_body_limit(16) else req:set_body_limit(4) end
+    return nxt(req)
+  end)
+  r:post("/", function(req)
+    local b, err = req:body()
+    return 200, b or err
+  end)
+  r:get("/check", function(req)
+    local ok, err = pcall(req.set_body_limit, req, "big")
+    return 200, tostring(ok) .. " " .. err
+  end)
+  local srv = H.start(r, { max_body_size = 64 })
+  local c = H.connect(srv)
+  local res = H.request(c, "POST / HTTP/1.1\r\nHost: t\r\nX-Trusted: 1\r\nContent-Length: 10\r\n\r\n0123456789")
+  T.eq(res.body, "0123456789")
+  res = H.request(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
+  T.eq(res.body, "too_large")
+  T.ok(H.closed(c))
+  c:close()
+  c = H.connect(srv)
+  res = H.request(c, "GET /check HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.match(res.body, "^false .*bad argument #1 to 'set_body_limit' %(non%-negative number expected, got string%)")
+  c:close()
+  srv:close()
+end)
+
 T.test("413 is sent instead of 100 Continue for an oversized body", function()
   local srv = counting { max_body_size = 10 }
   local c = H.connect(srv)

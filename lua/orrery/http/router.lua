@@ -155,7 +155,8 @@ end
 --- router:route(method, pattern, handler [, opts]): method is a string,
 -- a list of strings or "*" for any. opts.timeout (seconds) runs the handler
 -- under a deadline (503 when it fails past it); opts.middleware is a list
--- run for this route only, after the router's own.
+-- run for this route only, after the router's own; opts.max_body_size
+-- (bytes) replaces the server's body limit for this route.
 function Router:route(method, pattern, handler, opts)
   if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
     error("orrery.http.router: bad pattern (must start with '/')", 2)
@@ -168,6 +169,18 @@ function Router:route(method, pattern, handler, opts)
   opts = opts or {}
   local h = handler
   if opts.middleware then h = compose(opts.middleware, h) end
+  local limit = opts.max_body_size
+  if limit ~= nil then
+    if type(limit) ~= "number" or limit < 0 or limit ~= limit then
+      error("orrery.http.router: bad max_body_size (non-negative number of bytes expected)", 2)
+    end
+    local inner = h
+    h = function(req)
+      req:set_body_limit(limit)
+      return inner(req)
+    end
+    if limit > self.max_route_body then self.max_route_body = limit end
+  end
   if opts.timeout then
     local secs, inner = opts.timeout, h
     h = function(req)

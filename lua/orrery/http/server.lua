@@ -174,6 +174,19 @@ function Req:body()
   return b, err
 end
 
+--- req:set_body_limit(bytes): the most body this request may have, in
+-- place of the server's max_body_size (routes set it with their
+-- max_body_size option). A larger limit than the server allows for any
+-- route is capped to that. Reading a body over the limit fails with
+-- "too_large" and the connection is closed afterwards.
+function Req:set_body_limit(bytes)
+  if type(bytes) ~= "number" or bytes < 0 or bytes ~= bytes then
+    error(("bad argument #1 to 'set_body_limit' (non-negative number expected, got %s)")
+      :format(type(bytes) == "number" and tostring(bytes) or type(bytes)), 2)
+  end
+  hcore.body_limit(self._st.c, self._seq, bytes)
+end
+
 --- req:read() -> the next piece of the body | nil at its end | nil, err
 function Req:read()
   return body_call(self, hread)
@@ -531,9 +544,13 @@ end
 function M.listen(handler, opts)
   local fn = to_handler(handler)
   local o = check_opts(opts)
+  -- A router's routes may allow bodies larger than max_body_size: the
+  -- head of a request is checked against the largest limit.
+  local route_max = type(handler) == "table" and rawget(handler, "max_route_body") or 0
   local cfg = {
     max_header_bytes = o.max_header_bytes, max_uri_length = o.max_uri_length,
     max_headers = o.max_headers, max_body_size = o.max_body_size,
+    max_route_body_size = math.max(o.max_body_size, tonumber(route_max) or 0),
     read_header_timeout = o.read_header_timeout or 0, read_body_timeout = o.read_body_timeout or 0,
     idle_timeout = o.idle_timeout or 0, write_timeout = o.write_timeout or 0,
   }
