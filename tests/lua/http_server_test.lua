@@ -260,6 +260,24 @@ T.test("a table body JSON cannot hold is a 500, logged with the path; the connec
   srv:close()
 end)
 
+T.test("a log function that raises does not take the connection or the server down", function()
+  local calls = 0
+  local srv = assert(http.listen(app(), { host = "127.0.0.1", port = 0, log = function()
+    calls = calls + 1
+    error("log sink is down")
+  end }))
+  local c = H.connect(srv)
+  local res = H.request(c, "GET /err HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq(res.status, 500)
+  T.eq(calls, 1)
+  res = H.request(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+  T.eq(res.body, "hello world")
+  c:close()
+  srv:close()
+  T.raises(function() http.listen(app(), { port = 0, log = "stderr" }) end,
+    "option log must be a function")
+end)
+
 T.test("req:json() answers 400 for invalid JSON", function()
   local srv = H.start(app())
   local c = H.connect(srv)

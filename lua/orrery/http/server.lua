@@ -213,6 +213,20 @@ local function default_log(msg)
   io.stderr:flush()
 end
 
+-- The log function of a server: the user's, falling back to stderr if it
+-- raises (a log call must never take a connection or the server down).
+local function safe_log(fn)
+  if fn == nil then return default_log end
+  if type(fn) ~= "function" then error("orrery.http.serve: option log must be a function", 3) end
+  return function(msg)
+    local ok, err = pcall(fn, msg)
+    if not ok then
+      default_log(msg)
+      default_log("http: the log function failed: " .. tostring(err))
+    end
+  end
+end
+
 local function json_str(s)
   return '"' .. tostring(s):gsub('[%c"\\]', function(ch)
     return ch == '"' and '\\"' or ch == "\\" and "\\\\" or ("\\u%04x"):format(ch:byte())
@@ -563,7 +577,7 @@ function M.listen(handler, opts)
     -- miss that goes on to the metatable.
     listener = lis.l, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
     max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
-    linger = o.linger or 0, access_log = o.access_log or false, log = o.log or default_log,
+    linger = o.linger or 0, access_log = o.access_log or false, log = safe_log(o.log),
     on_bad_request = o.on_bad_request,
     base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
     done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
