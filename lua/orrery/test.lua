@@ -225,8 +225,8 @@ M.BENIGN_ABORTS = {
 }
 
 -- traced(fn, module) -> aborts, stops: runs the loop fn with a JIT trace
--- listener; returns the trace aborts that happened in fn itself or in the
--- module under test (source names containing `module`), as "where: why",
+-- listener; returns the trace aborts (but the positional BENIGN_ABORTS)
+-- that happened in fn itself or in the module under test (source names containing `module`), as "where: why",
 -- and the number of traces completed. Other aborts are not the loop's:
 -- LuaJIT's hot counters are hashed, so a callee may start (and abort) a
 -- trace of its own before the loop gets hot; the loop still compiles with
@@ -245,7 +245,10 @@ function M.traced(fn, module)
       local why = okv and vmdef.traceerr[code] or tostring(code)
       if type(arg) == "number" and why:find("%%d") then why = why:format(arg) end
       local src = fi.source or ""
-      if src:find(module, 1, true) or (src == loop_src and fi.linedefined == loop_def) then
+      -- Positional aborts (M.BENIGN_ABORTS) say where a recording began,
+      -- not that the code cannot compile: left out.
+      if not M.BENIGN_ABORTS[why] and
+          (src:find(module, 1, true) or (src == loop_src and fi.linedefined == loop_def)) then
         aborts[#aborts + 1] = ("%s: %s"):format(fi.loc or "?", why)
       end
     end
