@@ -704,6 +704,17 @@ static void enc_value(enc_t *e, int idx, int depth) {
 
 /* Size of s as a quoted JSON string, 0 if it is not valid UTF-8. */
 size_t orrery_ffi_json_str_len(const char *s, size_t len) {
+  /* Short printable ASCII, the common case (keys, small values), in one
+   * plain pass. */
+  if (len <= 32) {
+    size_t i = 0;
+    while (i < len) {
+      unsigned char c = (unsigned char)s[i];
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
+      i++;
+    }
+    if (i == len) return len + 2;
+  }
   size_t bad;
   return json_escape_len(s, len, &bad);
 }

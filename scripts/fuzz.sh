@@ -81,6 +81,8 @@ seed_fuzz_http_fast() {
     $'\x01GET / HTTP/1.1\r\nHost: a\r\n\r\n'
     $'\x01GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\nGET /next HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n'
     $'\x01HEAD /x HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: h\r\n\r\n'
+    $'\x01HEAD /x HTTP/1.0\r\nConnection: Keep-Alive\t\r\n\r\n'
+    $'\x01GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive \r\n\r\n'
     $'\x01GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n'
     $'\x01POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n'
     $'\x01GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'

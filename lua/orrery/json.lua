@@ -20,6 +20,14 @@ local json_number = C.orrery_ffi_json_number
 -- encoder starts over: it alone holds the options, __jsontype and the
 -- error messages. Both produce the same bytes, key order included (both
 -- walk tables with next); json_test checks that on generated values.
+--
+-- Measured against the C encoder (release build, one process per case):
+-- a 3-key object 72 vs 306 ns, arrays of 10 to 300 small objects 30-40 %
+-- faster, an array of one object about the same. A single loop over an
+-- explicit stack instead of these small recursive functions was tried and
+-- was slower than C throughout: its per-value dispatch leaves a side exit
+-- on every turn, and its loop-carried state must live in tables to keep
+-- the loop type-stable.
 local FAST_DEPTH = 16
 local SPARSE_RATIO, SPARSE_SLACK = core.sparse_ratio, core.sparse_slack
 local out = buffer.new(512)
@@ -36,6 +44,50 @@ local function fast_string(b, s)
     local p = b:reserve(m)
     b:commit(json_escape(p, s, n))
   end
+  return true
+end
+
+-- Object keys repeat (every object of a list has the same ones): their
+-- quoted form with the colon is kept, for keys of at most KEY_MAX bytes,
+-- in a cache that starts over when it holds KEY_CACHE_MAX of them.
+local KEY_MAX, KEY_CACHE_MAX = 64, 2048
+local keys, nkeys = {}, 0
+
+local function put_key(b, k)
+  local q = keys[k]
+  if q == nil then
+    local n = #k
+    local m = json_str_len(k, n)
+    if m == 0 then return false end -- not UTF-8
+    if m ~= n + 2 then -- needs escapes: not cached
+      local p = b:reserve(m)
+      b:commit(json_escape(p, k, n))
+      b:put(":")
+      return true
+    end
+    q = '"' .. k .. '":'
+    if n <= KEY_MAX then
+      if nkeys >= KEY_CACHE_MAX then keys, nkeys = {}, 0 end
+      keys[k] = q
+      nkeys = nkeys + 1
+    end
+  end
+  b:put(q)
+  return true
+end
+
+-- A plain table whose first key is a number, as an array in one pass: its
+-- keys must come as 1, 2, 3... (how tables built in order iterate); any
+-- other key or order leaves the table to the C encoder.
+local function fast_plain_array(b, t, depth)
+  local c = 0
+  for k, v in pairs(t) do
+    c = c + 1
+    if k ~= c then return false end
+    if c == 1 then b:put("[") else b:put(",") end
+    if not fast_value(b, v, depth + 1) then return false end
+  end
+  b:put("]")
   return true
 end
 
@@ -60,8 +112,7 @@ local function fast_object(b, t, depth)
     if type(k) ~= "string" then return false end
     b:put(sep)
     sep = ","
-    if not fast_string(b, k) then return false end
-    b:put(":")
+    if not put_key(b, k) then return false end
     if not fast_value(b, v, depth + 1) then return false end
   end
   if sep == "{" then b:put("{}") else b:put("}") end
@@ -78,14 +129,7 @@ local function fast_table(b, t, depth)
       return true
     end
     if type(k1) ~= "number" then return fast_object(b, t, depth) end
-    -- A plain array holds exactly the keys 1..n.
-    local n, c = #t, 0
-    for k in pairs(t) do
-      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false end
-      c = c + 1
-    end
-    if c ~= n then return false end
-    return fast_array(b, t, n, depth)
+    return fast_plain_array(b, t, depth)
   elseif mt == array_mt then
     -- Holes become null, within the C encoder's sparseness limit.
     local max, c = 0, 0
