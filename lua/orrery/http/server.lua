@@ -430,9 +430,6 @@ local function conn_loop(srv, st, c, h, ctx, slot)
       if h.has_query ~= 0 then query = ffi_string(buf + h.query_off, h.query_len) end
       local req = setmetatable({ method = METHODS[h.method], path = path, raw_query = query,
         version = h.minor == 1 and "1.1" or "1.0", _seq = h.seq, _st = st, ctx = ctx }, req_mt)
-      -- For the log if an internal error ends the connection (storing req
-      -- itself would keep the JIT from sinking its allocation).
-      st.method, st.path = req.method, path
       if not handle(srv, st, c, req) or st.abort or ctx.e then return end
     else
       if r == NEXT_ERROR and srv.on_bad_request then
@@ -446,7 +443,7 @@ end
 local function serve_conn(srv, c, id, ctx, cancel)
   local slot = co_slot()
   local st = { c = c, ctx = ctx, cancel = cancel, slot = slot, h = false, abort = false,
-    remote = false, rport = false, method = "-", path = "-" }
+    remote = false, rport = false }
   live[id] = st
   srv.conns[id] = st
   local ok, h = pcall(hcore.attach, c, srv.cfg, id)
@@ -466,7 +463,10 @@ local function serve_conn(srv, c, id, ctx, cancel)
     local lok, lerr = pcall(conn_loop, srv, st, c, h, ctx, slot)
     if not lok then
       st.abort = true
-      internal_error(srv, st, lerr)
+      -- A bug in the server's own code: handler errors are caught and
+      -- logged with their request in handle(). (The state table keeps to
+      -- eight fields, its hash part's size, for idle connections' sake.)
+      srv.log("http: internal error: " .. tostring(lerr))
     end
   end
   if not ok then srv.log("http: " .. tostring(err)) end
