@@ -60,8 +60,7 @@ local function put_key(b, k)
     local m = json_str_len(k, n)
     if m == 0 then return false end -- not UTF-8
     if m ~= n + 2 then -- needs escapes: not cached
-      local p = b:reserve(m)
-      b:commit(json_escape(p, k, n))
+      fast_string(b, k)
       b:put(":")
       return true
     end

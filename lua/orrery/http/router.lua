@@ -58,10 +58,15 @@ local function compose(mws, final)
 end
 M.compose = compose
 
+-- The segments of path, and where each starts (for wildcards, which take
+-- the raw rest of the path).
 local function split(path)
-  local segs = {}
-  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = seg end
-  return segs
+  local segs, pos = {}, {}
+  for at, seg in path:gmatch("()([^/]+)") do
+    segs[#segs + 1] = seg
+    pos[#pos + 1] = at
+  end
+  return segs, pos
 end
 
 -- The path's segment decoded, if it may be a dot segment.
@@ -247,9 +252,9 @@ function Router:not_found(fn) self.on_not_found = fn; self.dirty = true; return 
 local function default_not_found() return 404, "Not Found\n" end
 
 -- The entry for segs[i..] below node n, filling params; slash says that
--- the path ends with "/" (and is not "/"), rest[i] is the raw path from
--- segment i on, for wildcards.
-local function match(n, segs, i, params, slash, rest)
+-- the path ends with "/" (and is not "/"); path and pos (segment starts)
+-- give wildcards the raw rest of the path.
+local function match(n, segs, i, params, slash, path, pos)
   if i > #segs then
     local e
     if slash then e = n.entry_slash else e = n.entry end
@@ -263,40 +268,29 @@ local function match(n, segs, i, params, slash, rest)
   local seg = segs[i]
   local s = n.static[seg]
   if s then
-    local e = match(s, segs, i + 1, params, slash, rest)
+    local e = match(s, segs, i + 1, params, slash, path, pos)
     if e then return e end
   end
   if n.param then
-    local e = match(n.param.node, segs, i + 1, params, slash, rest)
+    local e = match(n.param.node, segs, i + 1, params, slash, path, pos)
     if e then
       params[n.param.name] = unescape(seg)
       return e
     end
   end
   if n.wild then
-    params[n.wild.name] = unescape(rest[i])
+    params[n.wild.name] = unescape(path:sub(pos[i]))
     return n.wild.entry
   end
   return nil
 end
 
--- Segments of path, and for each the raw rest of the path from it on.
-local function segments(path)
-  local segs, rest = {}, {}
-  for at, seg in path:gmatch("()([^/]+)") do
-    segs[#segs + 1] = seg
-    rest[#rest + 1] = at
-  end
-  for i = 1, #rest do rest[i] = path:sub(rest[i]) end
-  return segs, rest
-end
-
 -- The entry for path in the tree, and its params.
 local function lookup(tree, path)
-  local segs, rest = segments(path)
+  local segs, pos = split(path)
   local params = {}
   local slash = #path > 1 and path:byte(-1) == 47 -- "/"
-  local e = match(tree, segs, 1, params, slash, rest)
+  local e = match(tree, segs, 1, params, slash, path, pos)
   return e, params
 end
 
