@@ -6,9 +6,17 @@
 
 /* C owns the ring indices and the wait queues; the values live in Lua
  * (lua/orrery/chan.lua keeps the ring buffer and the per-coroutine
- * mailboxes). Each operation returns an OP_* code that tells the Lua side
- * which value to move where, so that the whole non-blocking path is a
- * JIT-compiled FFI call plus a table store. */
+ * mailboxes). Each operation answers in the parking protocol: declined
+ * (would block), parked, or one of the ORRERY_CHAN_* done variants that
+ * tell the Lua side which value to move where, so that the whole
+ * non-blocking path is a JIT-compiled FFI call plus a table store. */
+
+#define OP_BLOCK ORRERY_DECLINED
+#define OP_PARKED ORRERY_PARKED
+#define OP_BUF ORRERY_CHAN_BUF
+#define OP_PEER ORRERY_CHAN_PEER
+#define OP_BUFPEER ORRERY_CHAN_BUFPEER
+#define OP_CLOSED ORRERY_CHAN_CLOSED
 
 static void q_push(waitq_t *q, waiter_t *w) {
   w->next = NULL;
@@ -38,12 +46,25 @@ static waitq_t *q_of(waiter_t *w) {
   return w->kind == WAITER_RECV ? &w->ch->recvq : &w->ch->sendq;
 }
 
-/* Unlinks every waiter co still has queued on a channel. */
-void chan_disarm(co_t *co) {
+/* The cleanup of a channel wait: unlinks every waiter co still has
+ * queued on a channel. */
+static void chan_undo(co_t *co, void *data) {
+  (void)data;
   if (co->w1.linked) q_unlink(q_of(&co->w1), &co->w1);
   for (int32_t i = 0; i < co->nws; i++)
     if (co->ws[i].linked) q_unlink(q_of(&co->ws[i]), &co->ws[i]);
   co->nws = 0;
+}
+
+static void chan_retire(host_t *h, co_t *co) {
+  (void)h;
+  free(co->ws);
+  co->ws = NULL;
+  co->cap_ws = 0;
+}
+
+void chan_init(host_t *h) {
+  sched_on_retire(h, chan_retire);
 }
 
 /* Takes the first waiter off q and wakes its coroutine. */
@@ -57,7 +78,7 @@ static waiter_t *q_fire(host_t *h, waitq_t *q, int st) {
 static int try_send(host_t *h, chan_t *c, int32_t *io) {
   if (c->closed) return OP_CLOSED;
   if (c->recvq.head) {
-    waiter_t *w = q_fire(h, &c->recvq, WAKE_ST_OK);
+    waiter_t *w = q_fire(h, &c->recvq, ORRERY_CHAN_ST_OK);
     io[1] = w->co->slot;
     io[2] = w->cas;
     return OP_PEER;
@@ -81,7 +102,7 @@ static int try_recv(host_t *h, chan_t *c, int32_t *io) {
     if (c->sendq.head) {
       /* The buffer was full: the first parked sender's value moves into
        * the slot just freed, which is the new tail. */
-      waiter_t *w = q_fire(h, &c->sendq, WAKE_ST_OK);
+      waiter_t *w = q_fire(h, &c->sendq, ORRERY_CHAN_ST_OK);
       c->count++;
       io[2] = w->co->slot;
       io[3] = w->cas;
@@ -90,7 +111,7 @@ static int try_recv(host_t *h, chan_t *c, int32_t *io) {
     return OP_BUF;
   }
   if (c->sendq.head) {
-    waiter_t *w = q_fire(h, &c->sendq, WAKE_ST_OK);
+    waiter_t *w = q_fire(h, &c->sendq, ORRERY_CHAN_ST_OK);
     io[1] = w->co->slot;
     io[2] = w->cas;
     return OP_PEER;
@@ -99,8 +120,8 @@ static int try_recv(host_t *h, chan_t *c, int32_t *io) {
   return OP_BLOCK;
 }
 
-static int park_single(host_t *h, chan_t *c, int32_t *io, int kind,
-                       double timeout) {
+static inline __attribute__((always_inline)) int
+park_single(host_t *h, chan_t *c, int32_t *io, int kind, double timeout) {
   co_t *co = h->current;
   if (!co) return OP_BLOCK;
   waiter_t *w = &co->w1;
@@ -108,8 +129,9 @@ static int park_single(host_t *h, chan_t *c, int32_t *io, int kind,
   w->kind = (uint8_t)kind;
   w->cas = -1;
   q_push(kind == WAITER_RECV ? &c->recvq : &c->sendq, w);
-  sched_park(h, co, kind == WAITER_RECV ? WAIT_RECV : WAIT_SEND, timeout);
-  co->wait_ch = c;
+  sched_park(h, co, kind == WAITER_RECV ? WAIT_RECV : WAIT_SEND, NULL, c);
+  sched_undo(co, chan_undo, NULL);
+  timer_park(h, co, timeout);
   io[1] = co->slot;
   return OP_PARKED;
 }
@@ -153,8 +175,8 @@ int orrery_ffi_chan_close(orrery_chan *c) {
   if (c->closed) return -1;
   c->closed = 1;
   int n = 0;
-  while (c->recvq.head) q_fire(h, &c->recvq, WAKE_ST_CLOSED), n++;
-  while (c->sendq.head) q_fire(h, &c->sendq, WAKE_ST_CLOSED), n++;
+  while (c->recvq.head) q_fire(h, &c->recvq, ORRERY_CHAN_ST_CLOSED), n++;
+  while (c->sendq.head) q_fire(h, &c->sendq, ORRERY_CHAN_ST_CLOSED), n++;
   return n;
 }
 
@@ -223,51 +245,8 @@ int orrery_ffi_select(int32_t n, orrery_chan **chans, const int8_t *kinds,
   io[1] = co->slot;
   /* With no enabled case and no timeout this parks for good, like Go's
    * select {}; only a context cancellation can wake it. */
-  sched_park(h, co, WAIT_SELECT, timeout);
+  sched_park(h, co, WAIT_SELECT, NULL, NULL);
+  sched_undo(co, chan_undo, NULL);
+  timer_park(h, co, timeout);
   return OP_PARKED;
-}
-
-/* -- FFI: coroutine identity and wakeups for contexts -- */
-
-int32_t orrery_ffi_co_slot(void) {
-  co_t *co = host_current->current;
-  return co ? co->slot : 0;
-}
-
-uint64_t orrery_ffi_co_id(void) {
-  co_t *co = host_current->current;
-  return co ? co->id : 0;
-}
-
-int orrery_ffi_wake(int32_t slot, int32_t code) {
-  host_t *h = host_current;
-  if (slot < 1 || slot > h->cos_top) return 0;
-  co_t *co = h->cos[slot - 1];
-  if (!co || co->state != CO_PARKED) return 0;
-  sched_wake(h, co, code);
-  return 1;
-}
-
-/* Wakes every parked coroutine bound to the root context itself; those
- * bound to contexts below it are woken by the cancellation of those
- * contexts, and those bound to detached contexts are left alone. */
-int32_t orrery_ffi_wake_all(int32_t code) {
-  host_t *h = host_current;
-  int32_t n = 0;
-  for (int32_t i = 0; i < h->cos_top; i++) {
-    co_t *co = h->cos[i];
-    if (co && co->state == CO_PARKED && !co->unrooted) {
-      sched_wake(h, co, code);
-      n++;
-    }
-  }
-  return n;
-}
-
-/* Records whether the coroutine in slot is bound to the root context
- * (rooted) or to a context of its own, for orrery_ffi_wake_all. */
-void orrery_ffi_co_bind(int32_t slot, int rooted) {
-  host_t *h = host_current;
-  if (slot < 1 || slot > h->cos_top || !h->cos[slot - 1]) return;
-  h->cos[slot - 1]->unrooted = !rooted;
 }

@@ -8,6 +8,43 @@
 typedef struct orrery_chan orrery_chan;
 typedef struct orrery_tmr orrery_tmr;
 
+/* -- The parking protocol (docs/architecture.md) --
+ *
+ * Every blocking primitive, FFI or C API, answers with one status: done
+ * (its results are in place), declined (it cannot complete now and was
+ * told not to wait, or cannot wait outside a coroutine) or parked (the
+ * calling coroutine is parked: it must yield, and the wake code it resumes
+ * with says what happened). A primitive that completes in several ways
+ * numbers its done variants from ORRERY_DONE_MORE up. C API primitives
+ * return their results when done, and ORRERY_PARKED plus the coroutine's
+ * slot when parked. */
+enum {
+  ORRERY_DONE = 0,
+  ORRERY_DECLINED = 1,
+  ORRERY_PARKED = 2,
+  ORRERY_DONE_MORE = 3
+};
+
+/* Wake codes. Non-negative codes belong to the primitive that parked (a
+ * channel's is ((case + 1) << 2) | ORRERY_CHAN_ST_*); negative codes end
+ * the wait from outside. */
+enum {
+  ORRERY_WAKE_OK = 0,
+  ORRERY_WAKE_TIMEOUT = -1,  /* the operation's own timeout */
+  ORRERY_WAKE_CANCELED = -2, /* its context was cancelled */
+  ORRERY_WAKE_DEADLINE = -3  /* its context's deadline passed */
+};
+
+/* Channel operations: the done variants say which value moves where. */
+enum {
+  ORRERY_CHAN_BUF = 3,     /* io[1]: buffer index to store to / take from */
+  ORRERY_CHAN_PEER = 4,    /* io[1]: peer slot, io[2]: peer case (-1 single) */
+  ORRERY_CHAN_BUFPEER = 5, /* take buf[io[1]], refill it from io[2]/io[3] */
+  ORRERY_CHAN_CLOSED = 6,
+  ORRERY_CHAN_ST_OK = 0, /* wake status of a channel case */
+  ORRERY_CHAN_ST_CLOSED = 1
+};
+
 double orrery_ffi_now(void);
 int32_t orrery_ffi_co_slot(void);
 uint64_t orrery_ffi_co_id(void);
@@ -26,7 +63,8 @@ int orrery_ffi_select(int32_t n, orrery_chan **chans, const int8_t *kinds,
                       int32_t *io, int block, double timeout);
 
 int orrery_ffi_sleep(double secs);
-int orrery_ffi_wake(int32_t slot, int32_t code);
+uint32_t orrery_ffi_co_token(int32_t slot);
+int orrery_ffi_wake(int32_t slot, uint32_t token, int32_t code);
 int32_t orrery_ffi_wake_all(int32_t code);
 void orrery_ffi_co_bind(int32_t slot, int rooted);
 int32_t orrery_ffi_foreign_enter(void);
@@ -51,6 +89,14 @@ typedef struct orrery_http_head {
   uint8_t minor;  /* HTTP/1.minor */
   uint8_t has_query;
 } orrery_http_head;
+
+/* orrery_ffi_http_next: done variants, and a wake code of the server's. */
+enum {
+  ORRERY_HTTP_HEAD = 3,        /* h describes the next request */
+  ORRERY_HTTP_ERROR = 4,       /* a protocol error, already answered */
+  ORRERY_HTTP_CLOSE = 5,       /* no more requests on this connection */
+  ORRERY_HTTP_SHUTDOWN = 28672 /* wake code: the server is shutting down */
+};
 
 int orrery_ffi_http_next(orrery_http_head *h, int32_t code);
 int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,

@@ -32,36 +32,26 @@ enum {
   WAIT_EXTERNAL
 };
 
-/* Results of a channel operation attempt, shared with lua/orrery/chan.lua. */
-enum {
-  OP_BLOCK = 0,   /* not ready, not parked */
-  OP_BUF = 1,     /* io[1]: buffer index to store to / take from */
-  OP_PEER = 2,    /* io[1]: peer slot, io[2]: peer case (-1 single op) */
-  OP_BUFPEER = 3, /* take buf[io[1]], refill it from peer io[2]/io[3] */
-  OP_CLOSED = 4,
-  OP_PARKED = 5 /* the caller must yield; the wake code says what happened */
-};
-
-/* Wake codes passed to a resumed coroutine. Non-negative codes are
- * ((case + 1) << 2) | status, status being WAKE_ST_OK or WAKE_ST_CLOSED. */
-enum { WAKE_ST_OK = 0, WAKE_ST_CLOSED = 1 };
-#define WAKE_TIMEOUT (-1)
-#define WAKE_CANCELED (-2)
-#define WAKE_DEADLINE (-3) /* the context's deadline passed */
+/* The wake code of a channel case (see ffi_cdef.h). */
 #define WAKE_CODE(cas, st) ((((cas) + 1) << 2) | (st))
 
-enum { TMR_CO = 1, TMR_LUA = 2 };
+enum { TMR_CO = 1, TMR_LUA = 2, TMR_FN = 3 };
 
+/* A deadline in the timer heap (timer.c). */
 struct orrery_tmr {
-  double when;   /* monotonic deadline in seconds */
+  double when;   /* monotonic deadline in seconds (sched_now) */
   uint32_t hidx; /* 1-based position in the heap, 0 when not armed */
   uint8_t kind;
-  int32_t id; /* TMR_LUA: the id handed to the Lua dispatcher */
-  co_t *co;   /* TMR_CO: the coroutine to wake */
+  int32_t id; /* TMR_LUA: the id handed to the Lua hook */
+  union {
+    co_t *co;                        /* TMR_CO: the coroutine to wake */
+    void (*fn)(host_t *h, tmr_t *t); /* TMR_FN: called when it fires */
+  };
 };
 
 enum { WAITER_RECV = 1, WAITER_SEND = 2 };
 
+/* A coroutine's place in a channel's queue (chan.c). */
 struct waiter_s {
   co_t *co;
   chan_t *ch;
@@ -82,11 +72,16 @@ struct orrery_chan {
   waitq_t recvq, sendq;
 };
 
-/* Cleanup for coroutines parked on something other than a channel or a
- * timer (I/O, for example): called when the coroutine is woken by a
- * cancellation or a timeout so that the owner forgets about it. */
-typedef void (*co_unpark_fn)(co_t *co);
+/* The cleanup of a wait: unlinks the coroutine from whatever it waits on.
+ * The scheduler calls it when the coroutine is woken (by anyone) and when
+ * it is retired, so that no owner keeps a pointer to a coroutine that has
+ * moved on. */
+typedef void (*sched_undo_fn)(co_t *co, void *data);
+#define SCHED_UNDO_MAX 2
 
+/* A coroutine. The scheduler owns the record; tmr and the waiters are
+ * storage that the timer and channel layers own, kept here so that
+ * parking allocates nothing. */
 struct co_s {
   lua_State *L;
   int ref; /* registry reference that anchors the thread while alive */
@@ -96,19 +91,33 @@ struct co_s {
   uint8_t wait_kind;
   uint8_t started;
   uint8_t unrooted; /* bound to a context outside the root's tree */
-  int32_t wake;     /* code handed to the coroutine when it resumes */
-  int32_t nargs;    /* arguments for the first resume */
+  uint8_t nundo;
+  int32_t wake;   /* code handed to the coroutine when it resumes */
+  int32_t nargs;  /* arguments for the first resume */
+  uint32_t token; /* of the current (or last) wait: stale wakes miss it */
   co_t *next_ready;
-  tmr_t tmr; /* sleeps and operation timeouts */
-  waiter_t w1;
-  waiter_t *ws; /* select waiters, grown on demand */
-  int32_t nws, cap_ws;
   double since;          /* when it parked, for the dump */
-  const chan_t *wait_ch; /* the channel of a single operation */
-  co_unpark_fn unpark;
-  void *unpark_data;
   const char *wait_what; /* free text for WAIT_IO / WAIT_EXTERNAL */
+  const void *wait_obj;  /* what it waits on (a channel), for the dump */
+  struct {
+    sched_undo_fn fn;
+    void *data;
+  } undo[SCHED_UNDO_MAX];
+  tmr_t tmr;    /* timer.c: the wait's timeout */
+  waiter_t w1;  /* chan.c: a single operation */
+  waiter_t *ws; /* chan.c: select waiters, grown on demand */
+  int32_t nws, cap_ws;
 };
+
+/* Called when a coroutine is retired, by the layers that keep per-
+ * coroutine state of their own (chan.c, the Lua binding). */
+typedef void (*sched_retire_fn)(host_t *h, co_t *co);
+#define SCHED_RETIRE_MAX 4
+
+/* The one way up into Lua: installed by the binding (lcore.c), called by
+ * the layers below for Lua timers ("timer"), signals ("signal"), dumps
+ * ("dump") and whatever else a module above registers a handler for. */
+typedef void (*host_up_fn)(host_t *h, const char *kind, int32_t arg);
 
 struct host_s {
   uv_loop_t *loop;
@@ -131,47 +140,100 @@ struct host_s {
   uv_timer_t uvtimer;
   int32_t *fired;
   uint32_t nfired, fired_cap;
-  uv_signal_t sig[3];
   uint64_t rng;
   int exiting;
   int exit_code;
-  int dispatch_ref; /* Lua function(kind, arg) for timers, signals, dumps */
-  int tables_ref;   /* registry table of per-slot Lua tables */
-  int shutdown_sig;
-  double grace;
-  uv_timer_t grace_timer;
-  struct repl_s *repl;       /* stdin reader of `orrery repl`, see repl.c */
-  struct net_state_s *net;   /* live sockets, see tcp.c */
+  host_up_fn up;
+  sched_retire_fn retire[SCHED_RETIRE_MAX];
+  int nretire;
+  int dispatch_ref;        /* lcore.c: Lua function(kind, arg) behind up */
+  int tables_ref;          /* lcore.c: registry table of per-slot Lua tables */
+  struct loop_s *lp;       /* loop.c: signals, grace period, watchdog */
+  struct repl_s *repl;     /* stdin reader of `orrery repl`, see repl.c */
+  struct net_state_s *net; /* live sockets, see tcp.c */
   struct http_state_s *http; /* shared by HTTP connections, see http_server.c */
 };
 
 extern _Thread_local host_t *host_current;
 
-/* sched.c */
+/* Calls up into Lua through the binding's hook. */
+static inline void host_up(host_t *h, const char *kind, int32_t arg) {
+  if (h->up) h->up(h, kind, arg);
+}
+
+/* -- Layer 1, sched.c: coroutine registry, park, wake -- */
 int sched_init(host_t *h, lua_State *L, uv_loop_t *loop);
 void sched_close(host_t *h);
+void sched_on_retire(host_t *h, sched_retire_fn fn);
 co_t *sched_spawn(host_t *h, lua_State *T, int ref, int nargs);
-void sched_park(host_t *h, co_t *co, int kind, double timeout);
-void sched_wake(host_t *h, co_t *co, int32_t code);
-int sched_run(host_t *h);
+/* Marks co parked (the caller links it wherever it waits and registers
+ * the cleanup with sched_undo); the coroutine must yield next. Returns
+ * the wait's token. */
+static inline uint32_t sched_park(host_t *h, co_t *co, int kind,
+                                  const char *what, const void *obj) {
+  co->state = CO_PARKED;
+  co->wait_kind = (uint8_t)kind;
+  co->wait_what = what;
+  co->wait_obj = obj;
+  co->since = h->tick;
+  if (++co->token == 0) co->token = 1; /* 0 is never a wait's token */
+  return co->token;
+}
+void sched_undo_overflow(void);
+/* Registers a cleanup of the wait co just parked in (at most
+ * SCHED_UNDO_MAX per wait). */
+static inline void sched_undo(co_t *co, sched_undo_fn fn, void *data) {
+  if (co->nundo == SCHED_UNDO_MAX) sched_undo_overflow();
+  co->undo[co->nundo].fn = fn;
+  co->undo[co->nundo].data = data;
+  co->nundo++;
+}
+/* Wakes co with code if it is parked: runs its cleanups and queues it. A
+ * caller that holds a link the cleanup clears needs no token. */
+int sched_wake(host_t *h, co_t *co, int32_t code);
+/* Wakes co only if it is still parked in the wait that handed out token. */
+int sched_wake_token(host_t *h, co_t *co, uint32_t token, int32_t code);
+co_t *sched_co(host_t *h, int32_t slot);
+/* Runs the ready coroutines for about a millisecond at most. */
+void sched_run_ready(host_t *h);
 void sched_exit(host_t *h, int code);
 double sched_now(void);
+double sched_coarse_now(void);
 uint64_t sched_rand(host_t *h);
-void sched_dump(host_t *h);
 
-/* timer.c */
+/* -- Layer 2, timer.c: one deadline heap for every timeout -- */
 void timer_start(host_t *h, tmr_t *t, double when);
 int timer_stop(host_t *h, tmr_t *t);
 void timer_expire(host_t *h);
 void timer_arm(host_t *h);
+void timer_close(host_t *h);
+void timer_park_at(host_t *h, co_t *co, double timeout);
+/* Arms the parked coroutine's timeout (none when timeout < 0). */
+static inline void timer_park(host_t *h, co_t *co, double timeout) {
+  if (timeout >= 0) timer_park_at(h, co, timeout);
+}
 
-/* chan.c */
-void chan_disarm(co_t *co);
+/* -- Layer 2, chan.c -- */
+void chan_init(host_t *h);
 
-/* lcore.c */
+/* -- Layer 3, loop.c: the run loop, signals, grace period -- */
+int loop_init(host_t *h);
+/* Runs until the main coroutine ends, a panic, or a deadlock. */
+int loop_run(host_t *h);
+void loop_close(host_t *h);
+void loop_dump(host_t *h);
+void loop_watch_signals(host_t *h);
+void loop_set_grace(host_t *h, double secs);
+
+/* A worker (loop.c): host_new makes the loop, the Lua state (standard
+ * libraries open) and the scheduler; host_run runs them; host_free closes
+ * the Lua state, then every handle, and frees it all. */
+host_t *host_new(void);
+int host_run(host_t *h);
+void host_free(host_t *h);
+
+/* -- The Lua binding, lcore.c -- */
 int luaopen_orrery_core(lua_State *L);
-void lcore_dispatch(host_t *h, const char *kind, int32_t arg);
-void lcore_clear_slot(host_t *h, int32_t slot);
 
 /* json.c */
 int luaopen_orrery_json_core(lua_State *L);

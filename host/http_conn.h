@@ -24,8 +24,14 @@ enum { M_NONE = 0, M_CHUNKED, M_LENGTH, M_EOF };
 /* Unread body drained to keep a connection. */
 #define DISCARD_MAX (256 * 1024)
 
-/* Results of a response write (W_ERR: a libuv error, below zero). */
-enum { W_DONE = 0, W_PARKED = 1, W_BAD_STATUS = -1000 };
+/* Results of a response write, in the parking protocol (ffi_cdef.h); a
+ * libuv error is below zero. Declined: a status that cannot be sent, and
+ * nothing was written. */
+enum {
+  W_DONE = ORRERY_DONE,
+  W_PARKED = ORRERY_PARKED,
+  W_BAD_STATUS = ORRERY_DECLINED
+};
 
 /* A growable byte buffer. */
 typedef struct {

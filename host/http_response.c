@@ -291,7 +291,7 @@ static int push_written(lua_State *L, int r) {
     return 1;
   }
   if (r == W_PARKED) {
-    lua_pushboolean(L, 0);
+    lua_pushinteger(L, ORRERY_PARKED);
     lua_pushinteger(L, host_current->current->slot);
     return 2;
   }

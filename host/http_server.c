@@ -40,7 +40,7 @@ enum {
 enum { G_NONE = 0, G_HEAD, G_BODY_ALL, G_BODY_CHUNK };
 
 /* A wake code of our own: the server is shutting down. */
-#define CODE_SHUTDOWN 0x7000
+#define CODE_SHUTDOWN ORRERY_HTTP_SHUTDOWN
 
 static void hc_free(void *ud) {
   hconn_t *hc = ud;
@@ -221,7 +221,7 @@ static void hc_on_read(net_conn_t *c) {
      * parsed (pipelined requests) mean it is not gone yet. */
     if (c->rerr && hc->in_handler && !hc->notified && c->rlen <= hc->hp.pos) {
       hc->notified = 1;
-      if (!c->host->exiting) lcore_dispatch(c->host, "http_gone", hc->id);
+      if (!c->host->exiting) host_up(c->host, "http_gone", hc->id);
     }
     return;
   }
@@ -253,7 +253,7 @@ static void hc_on_deadline(net_conn_t *c) {
   co_t *co = c->rco;
   if (!hc || !co || hc->goal != G_HEAD) return;
   c->rco = NULL;
-  if (!c->host->exiting) sched_wake(c->host, co, WAKE_TIMEOUT);
+  if (!c->host->exiting) sched_wake(c->host, co, ORRERY_WAKE_TIMEOUT);
 }
 
 static int park_read(lua_State *L, hconn_t *hc, int goal, double deadline) {
@@ -314,8 +314,13 @@ static int l_attach(lua_State *L) {
   return 1;
 }
 
-/* Results of orrery_ffi_http_next. */
-enum { NEXT_CLOSE = -1, NEXT_PARKED = 0, NEXT_HEAD = 1, NEXT_ERROR = 2 };
+/* Results of orrery_ffi_http_next (ffi_cdef.h). */
+enum {
+  NEXT_CLOSE = ORRERY_HTTP_CLOSE,
+  NEXT_PARKED = ORRERY_PARKED,
+  NEXT_HEAD = ORRERY_HTTP_HEAD,
+  NEXT_ERROR = ORRERY_HTTP_ERROR
+};
 
 /* Parks the current coroutine until a request head is parsed or the
  * connection's read deadline passes. */
@@ -331,9 +336,10 @@ static int park_head(hconn_t *hc) {
   return NEXT_PARKED;
 }
 
-/* orrery_ffi_http_next(h, wake_code) -> NEXT_HEAD (h describes the request)
- * | NEXT_PARKED (wait, then call again with the wake code) | NEXT_ERROR (a
- * protocol error, already answered: h->status, h->reason) | NEXT_CLOSE */
+/* orrery_ffi_http_next(h, wake_code) -> ORRERY_HTTP_HEAD (h describes the
+ * request) | ORRERY_PARKED (wait, then call again with the wake code) |
+ * ORRERY_HTTP_ERROR (a protocol error, already answered: h->status,
+ * h->reason) | ORRERY_HTTP_CLOSE */
 int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
   hconn_t *hc = (hconn_t *)h;
   net_conn_t *c = hc->c;
@@ -344,7 +350,7 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
   if (code == CODE_SHUTDOWN) hc->shutting = 1;
   if (hc->want_close && hc->stage == S_ACTIVE) hc->stage = S_CLOSE;
   for (;;) {
-    if (code == WAKE_TIMEOUT) {
+    if (code == ORRERY_WAKE_TIMEOUT) {
       if (hc->stage == S_WAIT_HEAD && has_request_bytes(hc)) {
         hp->status = 408;
         hp->reason = "timeout reading the request head";
@@ -366,8 +372,8 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
     } else if (hc->fixed) {
       /* A header or drain deadline that passed while the coroutine was
        * not parked (a spurious wake) is a timeout now. */
-      if (c->dl && c->dl <= net_now_ms(c) && code != WAKE_TIMEOUT) {
-        code = WAKE_TIMEOUT;
+      if (c->dl && c->dl <= net_now_ms(c) && code != ORRERY_WAKE_TIMEOUT) {
+        code = ORRERY_WAKE_TIMEOUT;
         continue;
       }
     } else if (has_request_bytes(hc)) {
@@ -609,7 +615,7 @@ static int l_body_limit(lua_State *L) {
 
 static int body_common(lua_State *L, hconn_t *hc, int all) {
   int code = (int)luaL_optinteger(L, 3, 0);
-  if (code == WAKE_TIMEOUT && !hc->body_err) {
+  if (code == ORRERY_WAKE_TIMEOUT && !hc->body_err) {
     hc->body_err = B_TIMEOUT;
     hc->want_close = 1;
   } else if (code < 0 && !hc->body_err) {
@@ -737,17 +743,5 @@ int luaopen_orrery_http_core(lua_State *L) {
   }
   lua_newtable(L);
   luaL_register(L, NULL, fns);
-  static const struct {
-    const char *name;
-    int value;
-  } consts[] = {
-      {"CODE_SHUTDOWN", CODE_SHUTDOWN}, {"NEXT_CLOSE", NEXT_CLOSE},
-      {"NEXT_PARKED", NEXT_PARKED},     {"NEXT_HEAD", NEXT_HEAD},
-      {"NEXT_ERROR", NEXT_ERROR},       {"W_DONE", W_DONE},
-      {"W_PARKED", W_PARKED},           {"W_BAD_STATUS", W_BAD_STATUS}};
-  for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
-    lua_pushinteger(L, consts[i].value);
-    lua_setfield(L, -2, consts[i].name);
-  }
   return 1;
 }

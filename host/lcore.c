@@ -9,7 +9,7 @@
 #include "host.h"
 
 /* Per-slot Lua tables that C clears when a coroutine dies; their order is
- * fixed by lua/orrery/core.lua's call to core.set_tables. */
+ * fixed by lua/orrery/sched.lua's call to core.set_tables. */
 enum { TAB_IBOX = 1, TAB_OBOX, TAB_CTX, TAB_SITE, TAB_COUNT = TAB_SITE };
 
 static host_t *get_host(lua_State *L) {
@@ -24,9 +24,11 @@ const embed_t *embed_find(const char *name) {
   return NULL;
 }
 
-void lcore_clear_slot(host_t *h, int32_t slot) {
+/* The retire hook: a dead coroutine's slot in the per-slot tables. */
+static void clear_slot(host_t *h, co_t *co) {
   lua_State *L = h->L;
-  if (h->tables_ref == LUA_NOREF) return;
+  int32_t slot = co->slot;
+  if (!L || h->tables_ref == LUA_NOREF) return; /* the state is closed */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->tables_ref);
   for (int i = 1; i <= TAB_COUNT; i++) {
     lua_rawgeti(L, -1, i);
@@ -39,9 +41,10 @@ void lcore_clear_slot(host_t *h, int32_t slot) {
   lua_pop(L, 1);
 }
 
-/* Calls the Lua dispatcher installed by lua/orrery/core.lua. An error in
- * a timer callback is an unrecovered panic, like one in a coroutine. */
-void lcore_dispatch(host_t *h, const char *kind, int32_t arg) {
+/* The host's hook up into Lua: calls the dispatcher installed by
+ * lua/orrery/sched.lua. An error in a timer callback is an unrecovered
+ * panic, like one in a coroutine. */
+static void dispatch(host_t *h, const char *kind, int32_t arg) {
   lua_State *L = h->L;
   if (h->dispatch_ref == LUA_NOREF) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
@@ -163,8 +166,10 @@ static int l_coroutines(lua_State *L) {
       if (w) SETF(L, "wait", lua_pushstring(L, w));
       SETF(L, "since", lua_pushnumber(L, co->since));
       if (co->tmr.hidx) SETF(L, "until", lua_pushnumber(L, co->tmr.when));
-      if (co->wait_ch)
-        SETF(L, "chan", lua_pushnumber(L, (lua_Number)co->wait_ch->id));
+      if (co->wait_obj &&
+          (co->wait_kind == WAIT_RECV || co->wait_kind == WAIT_SEND))
+        SETF(L, "chan",
+             lua_pushnumber(L, (lua_Number)((const chan_t *)co->wait_obj)->id));
       if (co->wait_kind == WAIT_SELECT) {
         lua_newtable(L);
         for (int32_t k = 0; k < co->nws; k++) {
@@ -198,6 +203,7 @@ static int l_set_dispatch(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, 1);
   h->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->up = dispatch;
   return 0;
 }
 
@@ -206,6 +212,7 @@ static int l_set_tables(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_unref(L, LUA_REGISTRYINDEX, h->tables_ref);
   lua_pushvalue(L, 1);
+  if (h->tables_ref == LUA_NOREF) sched_on_retire(h, clear_slot);
   h->tables_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
@@ -231,8 +238,7 @@ static int l_stats(lua_State *L) {
  * signal (root:done()) is not reported as deadlocked. */
 static int l_watch_signals(lua_State *L) {
   host_t *h = get_host(L);
-  uv_ref((uv_handle_t *)&h->sig[0]);
-  uv_ref((uv_handle_t *)&h->sig[1]);
+  loop_watch_signals(h);
   return 0;
 }
 
@@ -240,7 +246,7 @@ static int l_set_grace(lua_State *L) {
   host_t *h = get_host(L);
   double g = luaL_checknumber(L, 1);
   if (!(g >= 0)) return luaL_argerror(L, 1, "grace must be >= 0");
-  h->grace = g;
+  loop_set_grace(h, g);
   return 0;
 }
 

@@ -57,34 +57,6 @@ static void install_searcher(lua_State *L) {
   modules_preload(L);
 }
 
-static void on_grace(uv_timer_t *t) {
-  host_t *h = t->data;
-  fprintf(stderr, "orrery: grace period over, exiting\n");
-  sched_exit(h, 128 + h->shutdown_sig);
-}
-
-static void on_signal(uv_signal_t *s, int signum) {
-  host_t *h = s->data;
-  if (signum == SIGQUIT) {
-    fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
-    sched_dump(h);
-    return;
-  }
-  if (h->shutdown_sig) {
-    sched_exit(h, 128 + signum); /* a second signal: stop now */
-    return;
-  }
-  h->shutdown_sig = signum;
-  lcore_dispatch(h, "signal", signum);
-  h->grace_timer.data = h;
-  uv_timer_start(&h->grace_timer, on_grace, (uint64_t)(h->grace * 1000), 0);
-}
-
-static void close_walk(uv_handle_t *hd, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(hd)) uv_close(hd, NULL);
-}
-
 /* Loads the entry chunk and starts it as the main coroutine. */
 static int start_main(lua_State *L, int argc, char **argv, int first,
                       const char *code, const char *modname) {
@@ -166,26 +138,13 @@ int main(int argc, char **argv) {
   }
 
   signal(SIGPIPE, SIG_IGN);
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  lua_State *L = alloc_newstate();
-  if (!L) {
-    fputs("orrery: cannot create Lua state\n", stderr);
+  host_t *h = host_new();
+  if (!h) {
+    fputs("orrery: cannot create the runtime (out of memory)\n", stderr);
     return 1;
   }
-  host_t *h = malloc(sizeof(*h));
-  sched_init(h, L, &loop);
-  luaL_openlibs(L);
+  lua_State *L = h->L;
   install_searcher(L);
-
-  static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
-  for (int i = 0; i < 3; i++) {
-    uv_signal_init(&loop, &h->sig[i]);
-    h->sig[i].data = h;
-    uv_signal_start(&h->sig[i], on_signal, sigs[i]);
-    uv_unref((uv_handle_t *)&h->sig[i]);
-  }
-  uv_timer_init(&loop, &h->grace_timer);
 
   int rc;
   lua_getglobal(L, "require");
@@ -196,16 +155,10 @@ int main(int argc, char **argv) {
   } else if (start_main(L, argc, argv, first, code, modname) != 0) {
     rc = 1;
   } else {
-    rc = sched_run(h);
+    rc = host_run(h);
   }
   fflush(stdout);
   repl_close(h);
-  lua_close(L);
-  alloc_done();
-  uv_walk(&loop, close_walk, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
-  sched_close(h);
-  free(h);
+  host_free(h);
   return rc;
 }

@@ -100,13 +100,14 @@ void net_deadline(net_conn_t *c, uint32_t ms);
 /* The loop's time in milliseconds, the clock of net_deadline. */
 uint64_t net_now_ms(net_conn_t *c);
 /* Like net_park without touching the Lua stack (for FFI calls). */
-void net_park_co(co_t *co, co_unpark_fn fn, void *data, const char *what,
+void net_park_co(co_t *co, sched_undo_fn fn, void *data, const char *what,
                  double timeout);
-/* Parks the current coroutine on I/O and returns false, slot to Lua. */
-int net_park(lua_State *L, co_unpark_fn fn, void *data, const char *what,
+/* Parks the current coroutine on I/O and returns ORRERY_PARKED, slot to
+ * Lua (the parking protocol of C API primitives, ffi_cdef.h). */
+int net_park(lua_State *L, sched_undo_fn fn, void *data, const char *what,
              double timeout);
-void net_unpark_read(co_t *co);
-void net_unpark_write(co_t *co);
+void net_unpark_read(co_t *co, void *data);
+void net_unpark_write(co_t *co, void *data);
 const char *net_errstr(int uverr);
 int net_peer(net_conn_t *c, char *ip, size_t n, int *port);
 

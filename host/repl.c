@@ -120,17 +120,17 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   deliver(h, NULL, 1);
 }
 
-static void unpark_repl(co_t *co) {
-  host_t *h = host_current;
+static void unpark_repl(co_t *co, void *data) {
+  host_t *h = data;
   if (h->repl && h->repl->waiter == co) {
     h->repl->waiter = NULL;
     if (h->repl->polling) uv_poll_stop(&h->repl->poll);
   }
 }
 
-/* core.readline(prompt) -> line | nil at end of input. Must be called from
- * the coroutine that then yields (see lua/orrery/repl.lua): returns true
- * as a second value when the caller must yield and call again. */
+/* core.readline(prompt) -> line | nil at end of input | ORRERY_PARKED,
+ * slot: the caller waits (sched.await in lua/orrery/repl.lua) and calls
+ * again. */
 int repl_readline(lua_State *L) {
   host_t *h = host_current;
   const char *prompt = luaL_optstring(L, 1, "> ");
@@ -195,12 +195,11 @@ int repl_readline(lua_State *L) {
   } else {
     uv_poll_start(&r->poll, UV_READABLE | UV_DISCONNECT, on_poll);
   }
-  h->current->unpark = unpark_repl;
-  h->current->wait_what = "stdin";
-  sched_park(h, h->current, WAIT_IO, -1);
-  h->current->wait_what = "stdin";
-  lua_pushnil(L);
-  lua_pushboolean(L, 1);
+  co_t *co = h->current;
+  sched_park(h, co, WAIT_IO, "stdin", r);
+  sched_undo(co, unpark_repl, h);
+  lua_pushinteger(L, ORRERY_PARKED);
+  lua_pushinteger(L, co->slot);
   return 2;
 }
 

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* sched.c -- the coroutine scheduler: spawn, park, wake, the run loop. */
+/* sched.c -- the coroutine scheduler: registry, spawn, park, wake, and the
+ * run queue. The bottom layer: it calls nothing above it; the layers above
+ * register cleanups (sched_undo, sched_on_retire) instead. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,7 @@ double sched_now(void) {
  * coroutine has been parked): CLOCK_MONOTONIC_COARSE is a plain memory read
  * in the vDSO, while a precise reading costs as much as a whole channel
  * operation on some virtual machines. */
-static double coarse_now(void) {
+double sched_coarse_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -51,26 +53,34 @@ int sched_init(host_t *h, lua_State *L, uv_loop_t *loop) {
   h->next_chanid = 1;
   h->dispatch_ref = LUA_NOREF;
   h->tables_ref = LUA_NOREF;
-  h->grace = 5.0;
-  uv_timer_init(loop, &h->uvtimer);
-  uv_unref((uv_handle_t *)&h->uvtimer);
   host_current = h;
   return 0;
 }
 
-static void co_free(host_t *h, co_t *co) {
-  free(co->ws);
-  free(co);
+void sched_on_retire(host_t *h, sched_retire_fn fn) {
+  if (h->nretire < SCHED_RETIRE_MAX) h->retire[h->nretire++] = fn;
 }
 
+/* After the Lua state is closed (h->L is NULL): frees what is left. */
 void sched_close(host_t *h) {
   for (int32_t i = 0; i < h->cos_top; i++)
-    if (h->cos[i]) co_free(h, h->cos[i]);
+    if (h->cos[i]) {
+      for (int k = 0; k < h->nretire; k++) h->retire[k](h, h->cos[i]);
+      free(h->cos[i]);
+    }
   free(h->cos);
   free(h->free_slots);
-  free(h->heap);
-  free(h->fired);
   h->cos = NULL;
+  h->cos_top = 0;
+}
+
+static void ready_push(host_t *h, co_t *co) {
+  co->next_ready = NULL;
+  if (h->ready_tail)
+    h->ready_tail->next_ready = co;
+  else
+    h->ready_head = co;
+  h->ready_tail = co;
 }
 
 co_t *sched_spawn(host_t *h, lua_State *T, int ref, int nargs) {
@@ -98,20 +108,28 @@ co_t *sched_spawn(host_t *h, lua_State *T, int ref, int nargs) {
   co->w1.cas = -1;
   co->state = CO_READY;
   h->nlive++;
-  if (h->ready_tail)
-    h->ready_tail->next_ready = co;
-  else
-    h->ready_head = co;
-  h->ready_tail = co;
+  ready_push(h, co);
   return co;
+}
+
+co_t *sched_co(host_t *h, int32_t slot) {
+  return slot >= 1 && slot <= h->cos_top ? h->cos[slot - 1] : NULL;
+}
+
+/* Runs the cleanups the wait registered, newest first. */
+static void run_undo(co_t *co) {
+  while (co->nundo) {
+    co->nundo--;
+    sched_undo_fn fn = co->undo[co->nundo].fn;
+    fn(co, co->undo[co->nundo].data);
+  }
 }
 
 static void co_retire(host_t *h, co_t *co) {
   int32_t idx = co->slot - 1;
-  chan_disarm(co);
-  timer_stop(h, &co->tmr);
+  run_undo(co);
   co->state = CO_DEAD;
-  lcore_clear_slot(h, co->slot);
+  for (int k = 0; k < h->nretire; k++) h->retire[k](h, co);
   luaL_unref(h->L, LUA_REGISTRYINDEX, co->ref);
   h->cos[idx] = NULL;
   if (h->nfree == h->free_cap) {
@@ -121,40 +139,29 @@ static void co_retire(host_t *h, co_t *co) {
   h->free_slots[h->nfree++] = idx;
   h->nlive--;
   if (co == h->main) h->main = NULL;
-  co_free(h, co);
+  free(co);
 }
 
-/* Marks co as parked. The caller has already linked it wherever it waits;
- * a timeout >= 0 also arms its timer. The coroutine must yield next. */
-void sched_park(host_t *h, co_t *co, int kind, double timeout) {
-  co->state = CO_PARKED;
-  co->wait_kind = (uint8_t)kind;
-  co->since = h->tick;
-  if (timeout >= 0) timer_start(h, &co->tmr, sched_now() + timeout);
+void sched_undo_overflow(void) {
+  fprintf(stderr, "orrery: too many cleanups for one wait\n");
+  abort();
 }
 
-/* Wakes a parked coroutine with code: unlinks every other waiter it still
- * has, stops its timer and queues it to run. */
-void sched_wake(host_t *h, co_t *co, int32_t code) {
-  if (co->state != CO_PARKED) return;
-  chan_disarm(co);
-  if (co->tmr.hidx) timer_stop(h, &co->tmr);
-  if (co->unpark) {
-    co_unpark_fn fn = co->unpark;
-    co->unpark = NULL;
-    fn(co);
-  }
+/* What the coroutine waited on (wait_kind, wait_obj, wait_what) is left
+ * as it was: it is only read while the coroutine is parked, and the next
+ * park sets it anew. */
+int sched_wake(host_t *h, co_t *co, int32_t code) {
+  if (co->state != CO_PARKED) return 0;
+  run_undo(co);
   co->wake = code;
   co->state = CO_READY;
-  co->wait_kind = WAIT_NONE;
-  co->wait_ch = NULL;
-  co->wait_what = NULL;
-  co->next_ready = NULL;
-  if (h->ready_tail)
-    h->ready_tail->next_ready = co;
-  else
-    h->ready_head = co;
-  h->ready_tail = co;
+  ready_push(h, co);
+  return 1;
+}
+
+int sched_wake_token(host_t *h, co_t *co, uint32_t token, int32_t code) {
+  if (!co || co->token != token) return 0;
+  return sched_wake(h, co, code);
 }
 
 void sched_exit(host_t *h, int code) {
@@ -184,16 +191,16 @@ static void report_error(host_t *h, co_t *co, int is_main) {
   lua_pop(L, 1);
 }
 
-static void run_ready(host_t *h) {
+void sched_run_ready(host_t *h) {
   co_t *co;
   uint32_t n = 0;
-  double start = h->tick = coarse_now();
+  double start = h->tick = sched_coarse_now();
   while (!h->exiting && (co = h->ready_head)) {
     /* Coroutines that keep each other (or themselves) runnable must not
      * starve timers and I/O: after about a millisecond, return to the
      * loop, which expires timers and polls I/O without blocking. */
     if ((++n & 7) == 0) {
-      h->tick = coarse_now();
+      h->tick = sched_coarse_now();
       if (h->tick - start >= 0.001) return;
     }
     h->ready_head = co->next_ready;
@@ -217,11 +224,7 @@ static void run_ready(host_t *h) {
         /* A plain yield: run again after everything already queued. */
         co->state = CO_READY;
         co->wake = 0;
-        if (h->ready_tail)
-          h->ready_tail->next_ready = co;
-        else
-          h->ready_head = co;
-        h->ready_tail = co;
+        ready_push(h, co);
       }
       continue;
     }
@@ -236,41 +239,51 @@ static void run_ready(host_t *h) {
   }
 }
 
-/* Runs until the main coroutine ends, a panic, or a deadlock. Returns the
- * process exit status. */
-int sched_run(host_t *h) {
-  for (;;) {
-    timer_expire(h);
-    run_ready(h);
-    if (h->exiting) break;
-    if (h->ready_head) {
-      uv_run(h->loop, UV_RUN_NOWAIT);
-      continue;
-    }
-    timer_arm(h);
-    if (!uv_loop_alive(h->loop)) {
-      /* A signal may have arrived without the loop having read it yet:
-       * poll once before calling it a deadlock. */
-      uv_run(h->loop, UV_RUN_NOWAIT);
-      if (h->ready_head || h->heap_len || h->exiting) continue;
-    }
-    if (!uv_loop_alive(h->loop) && !h->ready_head) {
-      if (h->main) {
-        fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");
-        sched_dump(h);
-        sched_exit(h, 2);
-      } else {
-        sched_exit(h, 0);
-      }
-      break;
-    }
-    uv_run(h->loop, UV_RUN_ONCE);
-  }
-  return h->exit_code;
+/* -- FFI: coroutine identity and wakeups for contexts -- */
+
+int32_t orrery_ffi_co_slot(void) {
+  co_t *co = host_current->current;
+  return co ? co->slot : 0;
 }
 
-void sched_dump(host_t *h) {
-  lcore_dispatch(h, "dump", 0);
+uint64_t orrery_ffi_co_id(void) {
+  co_t *co = host_current->current;
+  return co ? co->id : 0;
+}
+
+/* The token of the wait the coroutine in slot is parked in, 0 if it is not
+ * parked. Lua code that may wake it later (a context's cancel) keeps it. */
+uint32_t orrery_ffi_co_token(int32_t slot) {
+  co_t *co = sched_co(host_current, slot);
+  return co && co->state == CO_PARKED ? co->token : 0;
+}
+
+int orrery_ffi_wake(int32_t slot, uint32_t token, int32_t code) {
+  host_t *h = host_current;
+  return sched_wake_token(h, sched_co(h, slot), token, code);
+}
+
+/* Wakes every parked coroutine bound to the root context itself; those
+ * bound to contexts below it are woken by the cancellation of those
+ * contexts, and those bound to detached contexts are left alone. */
+int32_t orrery_ffi_wake_all(int32_t code) {
+  host_t *h = host_current;
+  int32_t n = 0;
+  for (int32_t i = 0; i < h->cos_top; i++) {
+    co_t *co = h->cos[i];
+    if (co && co->state == CO_PARKED && !co->unrooted) {
+      sched_wake(h, co, code);
+      n++;
+    }
+  }
+  return n;
+}
+
+/* Records whether the coroutine in slot is bound to the root context
+ * (rooted) or to a context of its own, for orrery_ffi_wake_all. */
+void orrery_ffi_co_bind(int32_t slot, int rooted) {
+  co_t *co = sched_co(host_current, slot);
+  if (co) co->unrooted = !rooted;
 }
 
 /* -- FFI: plain Lua coroutines inside orrery coroutines -- */
@@ -289,5 +302,5 @@ int32_t orrery_ffi_foreign_enter(void) {
 
 void orrery_ffi_foreign_leave(int32_t slot) {
   host_t *h = host_current;
-  h->current = slot > 0 && slot <= h->cos_top ? h->cos[slot - 1] : NULL;
+  h->current = sched_co(h, slot);
 }

@@ -426,8 +426,8 @@ void net_resume(net_conn_t *c) {
   }
 }
 
-void net_unpark_read(co_t *co) {
-  net_conn_t *c = co->unpark_data;
+void net_unpark_read(co_t *co, void *data) {
+  net_conn_t *c = data;
   if (c->rco == co) c->rco = NULL;
 }
 
@@ -444,8 +444,8 @@ static void on_write(uv_write_t *req, int status) {
   free(w);
 }
 
-void net_unpark_write(co_t *co) {
-  net_wreq_t *w = co->unpark_data;
+void net_unpark_write(co_t *co, void *data) {
+  net_wreq_t *w = data;
   if (w->co == co) w->co = NULL;
 }
 
@@ -551,19 +551,19 @@ void net_close(net_conn_t *c, unsigned linger_ms) {
   close_now(c);
 }
 
-void net_park_co(co_t *co, co_unpark_fn fn, void *data, const char *what,
+void net_park_co(co_t *co, sched_undo_fn fn, void *data, const char *what,
                  double timeout) {
-  co->unpark = fn;
-  co->unpark_data = data;
-  sched_park(host_current, co, WAIT_IO, timeout);
-  co->wait_what = what;
+  host_t *h = host_current;
+  sched_park(h, co, WAIT_IO, what, data);
+  sched_undo(co, fn, data);
+  timer_park(h, co, timeout);
 }
 
-int net_park(lua_State *L, co_unpark_fn fn, void *data, const char *what,
+int net_park(lua_State *L, sched_undo_fn fn, void *data, const char *what,
              double timeout) {
   co_t *co = host_current->current;
   net_park_co(co, fn, data, what, timeout);
-  lua_pushboolean(L, 0);
+  lua_pushinteger(L, ORRERY_PARKED);
   lua_pushinteger(L, co->slot);
   return 2;
 }
@@ -651,16 +651,20 @@ static void consume(net_conn_t *c, size_t n) {
   net_resume(c);
 }
 
-/* read(c, max, timeout) -> data | nil, err | false, slot (parked) */
+/* Blocking primitives that a caller retries after each wake
+ * (sched.await in lua/orrery/sched.lua) take (object, timeout, args...)
+ * and answer their results, nil, err, or ORRERY_PARKED, slot. */
+
+/* read(c, timeout, max) -> data | nil, err | ORRERY_PARKED, slot */
 static int l_read(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
-  lua_Integer max = luaL_optinteger(L, 2, 65536);
-  double timeout = luaL_optnumber(L, 3, -1);
+  double timeout = luaL_optnumber(L, 2, -1);
+  lua_Integer max = luaL_optinteger(L, 3, 65536);
   if (!c || c->closing) {
     push_err(L, UV_EPIPE);
     return 2;
   }
-  if (max < 1) return luaL_argerror(L, 2, "max must be positive");
+  if (max < 1) return luaL_argerror(L, 3, "max must be positive");
   size_t avail = c->rlen - c->rstart;
   if (avail) {
     size_t n = avail < (size_t)max ? avail : (size_t)max;
@@ -679,19 +683,19 @@ static int l_read(lua_State *L) {
   return net_park(L, net_unpark_read, c, "net read", timeout);
 }
 
-/* read_until(c, delim, max, timeout) -> data including delim | nil, err
- * ("too_long" when max bytes came without delim) | false, slot */
+/* read_until(c, timeout, delim, max) -> data including delim | nil, err
+ * ("too_long" when max bytes came without delim) | ORRERY_PARKED, slot */
 static int l_read_until(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
+  double timeout = luaL_optnumber(L, 2, -1);
   size_t dl;
-  const char *d = luaL_checklstring(L, 2, &dl);
-  lua_Integer max = luaL_optinteger(L, 3, 65536);
-  double timeout = luaL_optnumber(L, 4, -1);
+  const char *d = luaL_checklstring(L, 3, &dl);
+  lua_Integer max = luaL_optinteger(L, 4, 65536);
   if (!c || c->closing) {
     push_err(L, UV_EPIPE);
     return 2;
   }
-  if (dl == 0) return luaL_argerror(L, 2, "empty delimiter");
+  if (dl == 0) return luaL_argerror(L, 3, "empty delimiter");
   size_t avail = c->rlen - c->rstart;
   const char *p = c->rbuf + c->rstart;
   if (avail >= dl) {
@@ -720,8 +724,8 @@ static int l_read_until(lua_State *L) {
   return net_park(L, net_unpark_read, c, "net read", timeout);
 }
 
-/* write(c, data, timeout) -> true | nil, err | false, slot (parked: call
- * write_status after the wake) */
+/* write(c, data, timeout) -> true | nil, err | ORRERY_PARKED, slot: the
+ * write goes on in C; after the wake, write_status says how it ended. */
 static int l_write(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
   size_t len;
@@ -902,7 +906,7 @@ static int l_connect_unix(lua_State *L) {
   return 1;
 }
 
-/* await_connect(c, timeout) -> true | nil, err | false, slot */
+/* await_connect(c, timeout) -> true | nil, err | ORRERY_PARKED, slot */
 static int l_await_connect(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
   double timeout = luaL_optnumber(L, 2, -1);
@@ -953,8 +957,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
   }
 }
 
-static void unpark_dns(co_t *co) {
-  dns_t *d = co->unpark_data;
+static void unpark_dns(co_t *co, void *data) {
+  dns_t *d = data;
   if (d->co == co) d->co = NULL;
 }
 
@@ -974,8 +978,8 @@ static int dns_gc(lua_State *L) {
   return 0;
 }
 
-/* resolve(host) -> false, slot, handle (call resolve_result after the wake)
- * | nil, err */
+/* resolve(host, timeout) -> ORRERY_PARKED, slot, handle (call
+ * resolve_result after the wake) | nil, err */
 static int l_resolve(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   double timeout = luaL_optnumber(L, 2, -1);
@@ -1156,14 +1160,15 @@ static net_listener_t *lis_check(lua_State *L) {
   return ud->l;
 }
 
-static void unpark_accept(co_t *co) {
-  net_listener_t *l = co->unpark_data;
+static void unpark_accept(co_t *co, void *data) {
+  net_listener_t *l = data;
   if (l->waiter == co) l->waiter = NULL;
 }
 
-/* accept(l) -> conn | nil, err | false, slot */
+/* accept(l, timeout) -> conn | nil, err | ORRERY_PARKED, slot */
 static int l_accept(lua_State *L) {
   net_listener_t *l = lis_check(L);
+  double timeout = luaL_optnumber(L, 2, -1);
   if (!l || l->closing) {
     push_err(L, UV_EPIPE);
     return 2;
@@ -1196,7 +1201,7 @@ static int l_accept(lua_State *L) {
   if (l->waiter)
     return luaL_error(L, "orrery.net:accept: another coroutine is accepting");
   l->waiter = co;
-  return net_park(L, unpark_accept, l, "net accept", -1);
+  return net_park(L, unpark_accept, l, "net accept", timeout);
 }
 
 static int l_lclose(lua_State *L) {

@@ -76,9 +76,9 @@ int timer_stop(host_t *h, tmr_t *t) {
 }
 
 /* Fires every timer whose deadline has passed: coroutine timers wake their
- * coroutine with WAKE_TIMEOUT; Lua timers are handed to the dispatcher
- * after the heap walk, so that a callback that re-arms timers cannot
- * disturb it. */
+ * coroutine with ORRERY_WAKE_TIMEOUT, C timers call their function; Lua
+ * timers are handed up to Lua after the heap walk, so that a callback that
+ * re-arms timers cannot disturb it. */
 void timer_expire(host_t *h) {
   if (!h->heap_len) return;
   double now = sched_now();
@@ -87,7 +87,9 @@ void timer_expire(host_t *h) {
     tmr_t *t = h->heap[0];
     timer_stop(h, t);
     if (t->kind == TMR_CO) {
-      sched_wake(h, t->co, WAKE_TIMEOUT);
+      sched_wake(h, t->co, ORRERY_WAKE_TIMEOUT);
+    } else if (t->kind == TMR_FN) {
+      t->fn(h, t);
     } else {
       if (h->nfired == h->fired_cap) {
         h->fired_cap = h->fired_cap ? h->fired_cap * 2 : 64;
@@ -98,7 +100,7 @@ void timer_expire(host_t *h) {
     }
   }
   for (uint32_t i = 0; i < h->nfired && !h->exiting; i++)
-    lcore_dispatch(h, "timer", h->fired[i]);
+    host_up(h, "timer", h->fired[i]);
   h->nfired = 0;
 }
 
@@ -122,6 +124,23 @@ void timer_arm(host_t *h) {
   uv_update_time(h->loop);
   uv_timer_start(&h->uvtimer, on_uvtimer, ms, 0);
   uv_ref((uv_handle_t *)&h->uvtimer);
+}
+
+void timer_close(host_t *h) {
+  free(h->heap);
+  free(h->fired);
+  h->heap = NULL;
+  h->fired = NULL;
+  h->heap_len = h->heap_cap = h->nfired = h->fired_cap = 0;
+}
+
+static void undo_timer(co_t *co, void *data) {
+  timer_stop(data, &co->tmr);
+}
+
+void timer_park_at(host_t *h, co_t *co, double timeout) {
+  timer_start(h, &co->tmr, sched_now() + timeout);
+  sched_undo(co, undo_timer, h);
 }
 
 /* -- FFI: timers owned by Lua objects (after, ticker, context deadlines) -- */
@@ -157,8 +176,9 @@ double orrery_ffi_now(void) {
 int orrery_ffi_sleep(double secs) {
   host_t *h = host_current;
   co_t *co = h->current;
-  if (!co) return -1;
+  if (!co) return ORRERY_DECLINED;
   if (!(secs > 0)) secs = 0;
-  sched_park(h, co, WAIT_SLEEP, secs);
-  return OP_PARKED;
+  sched_park(h, co, WAIT_SLEEP, NULL, NULL);
+  timer_park(h, co, secs);
+  return ORRERY_PARKED;
 }

@@ -11,11 +11,14 @@ local C = require "orrery.ffi"
 local sched = require "orrery.sched"
 
 local band, rshift = bit.band, bit.rshift
-local ibox, obox, wait, wait_opt = sched.ibox, sched.obox, sched.wait, sched.wait_opt
+local ibox, obox, park, wait_opt = sched.ibox, sched.obox, sched.park, sched.wait_opt
 local type, error, setmetatable, tonumber = type, error, setmetatable, tonumber
 
-local OP_BLOCK, OP_BUF, OP_PEER, OP_BUFPEER, OP_CLOSED, OP_PARKED = 0, 1, 2, 3, 4, 5
-local WAKE_TIMEOUT, WAKE_DEADLINE = sched.WAKE_TIMEOUT, sched.WAKE_DEADLINE
+-- The parking protocol's statuses and a channel's done variants
+-- (host/ffi_cdef.h).
+local OP_BLOCK, OP_PARKED = C.ORRERY_DECLINED, C.ORRERY_PARKED
+local OP_BUF, OP_PEER, OP_BUFPEER, OP_CLOSED =
+  C.ORRERY_CHAN_BUF, C.ORRERY_CHAN_PEER, C.ORRERY_CHAN_BUFPEER, C.ORRERY_CHAN_CLOSED
 
 local iob = ffi.new("int32_t[4]")
 local idbuf = ffi.new("uint64_t[1]")
@@ -24,12 +27,8 @@ local tnew = require "table.new"
 local Chan = {}
 Chan.__index = Chan
 
-local M = { Chan = Chan, OP_PARKED = OP_PARKED }
-
-local function wake_err(code)
-  if code == WAKE_TIMEOUT or code == WAKE_DEADLINE then return "timeout" end
-  return "canceled"
-end
+local M = { Chan = Chan }
+local wake_err = sched.wake_err
 M.wake_err = wake_err
 
 -- The value a parked sender offers: a single send stores it directly, a
@@ -78,7 +77,7 @@ function Chan:send(v, opt)
   elseif r == OP_PARKED then
     local slot = iob[1]
     obox[slot] = v
-    local code = wait(slot, xctx)
+    local code = park(slot, xctx)
     obox[slot] = false
     if code >= 0 then
       if band(code, 3) ~= 0 then send_closed("orrery.chan:send") end
@@ -131,7 +130,7 @@ function Chan:recv(opt)
   local r = C.orrery_ffi_chan_recv(self.c, iob, 1, timeout)
   if r == OP_PARKED then
     local slot = iob[1]
-    local code = wait(slot, xctx)
+    local code = park(slot, xctx)
     if code >= 0 then
       if band(code, 3) == 0 then
         local v = ibox[slot]
@@ -240,7 +239,7 @@ function M.select(cases)
   elseif r == OP_PARKED then
     local slot = iob[1]
     obox[slot] = cases
-    local code = wait(slot, xctx)
+    local code = park(slot, xctx)
     obox[slot] = false
     if code < 0 then return nil, wake_err(code) end
     local i, st = rshift(code, 2), band(code, 3)

@@ -49,7 +49,7 @@ local function cancel(c, err)
     if c.parent then c.parent.children[c] = nil end
     if c.done_ch then c.done_ch:close() end
     local code = sched.err_code(err)
-    for slot in pairs(c.parked) do C.orrery_ffi_wake(slot, code) end
+    for slot, tok in pairs(c.parked) do C.orrery_ffi_wake(slot, tok, code) end
   end
   for child in pairs(c.children) do cancel(child, err) end
 end

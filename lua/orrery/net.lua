@@ -12,25 +12,14 @@ local core = require "orrery.net.core"
 local sched = require "orrery.sched"
 local C = require "orrery.ffi"
 
-local wait, wait_opt = sched.wait, sched.wait_opt
+local park, await, wait_opt, left = sched.park, sched.await, sched.wait_opt, sched.left
+local wake_err, PARKED = sched.wake_err, sched.PARKED
 local now = function() return C.orrery_ffi_now() end
 local type, setmetatable, error = type, setmetatable, error
 local concat = table.concat
 
 local M = {}
-
-local function wake_err(code)
-  if code == -1 or code == -3 then return "timeout" end
-  return "canceled"
-end
 M.wake_err = wake_err
-
--- Turns (timeout, ctx) into the timeout C should arm now.
-local function left(deadline)
-  if not deadline then return -1 end
-  local l = deadline - now()
-  return l > 0 and l or 0
-end
 
 local Conn = {}
 Conn.__index = Conn
@@ -41,38 +30,22 @@ local function wrap(c)
 end
 M.wrap = wrap
 
--- Calls core function fn(c, a, b, timeout) until it stops parking.
-local function run(fname, fn, self, a, b, opt)
-  local c = self.c
+-- Runs the retried primitive fn(c, timeout, a, b) with the wait option
+-- opt (argument argn of fname: a timeout or a context).
+local function run(fname, argn, fn, self, a, b, opt)
   local timeout, xctx = -1, nil
-  if opt ~= nil then timeout, xctx = wait_opt(fname, 3, opt) end
-  local deadline = timeout >= 0 and now() + timeout or nil
-  local r, e
-  if b == nil then
-    if a == nil then r, e = fn(c, timeout) else r, e = fn(c, a, timeout) end
-  else
-    r, e = fn(c, a, b, timeout)
-  end
-  while r == false do
-    local code = wait(e, xctx)
-    if code < 0 then return nil, wake_err(code) end
-    if b == nil then
-      if a == nil then r, e = fn(c, left(deadline)) else r, e = fn(c, a, left(deadline)) end
-    else
-      r, e = fn(c, a, b, left(deadline))
-    end
-  end
-  return r, e
+  if opt ~= nil then timeout, xctx = wait_opt(fname, argn, opt) end
+  return await(fn, self.c, timeout, xctx, a, b)
 end
 
 --- conn:read([max [, timeout|ctx]]) -> data (1..max bytes) | nil, err
 function Conn:read(max, opt)
-  return run("orrery.net:read", core.read, self, max or 65536, nil, opt)
+  return run("orrery.net:read", 2, core.read, self, max or 65536, nil, opt)
 end
 
 --- conn:read_until(delim [, max [, timeout|ctx]]) -> data ending in delim
 function Conn:read_until(delim, max, opt)
-  return run("orrery.net:read_until", core.read_until, self, delim, max or 65536, opt)
+  return run("orrery.net:read_until", 3, core.read_until, self, delim, max or 65536, opt)
 end
 
 --- conn:readn(n [, timeout|ctx]) -> exactly n bytes | nil, err, partial
@@ -115,8 +88,8 @@ function Conn:write(data, opt)
   local timeout, xctx = -1, nil
   if opt ~= nil then timeout, xctx = wait_opt("orrery.net:write", 2, opt) end
   local r, e = core.write(c, data, timeout)
-  if r == false then
-    local code = wait(e, xctx)
+  if r == PARKED then
+    local code = park(e, xctx)
     if code < 0 then return nil, wake_err(code) end
     return core.write_status(c)
   end
@@ -153,7 +126,7 @@ function M.resolve(host, timeout)
   if host == "localhost" then return { "127.0.0.1", "::1" } end
   local r, slot, d = core.resolve(host, timeout or -1)
   if r == nil then return nil, slot end
-  local code = wait(slot)
+  local code = park(slot)
   if code < 0 then return nil, wake_err(code) end
   return core.resolve_result(d)
 end
@@ -173,7 +146,7 @@ function M.connect(host, port, opts)
     local c, err = core.connect_unix(opts.unix)
     if not c then return nil, err end
     local conn = wrap(c)
-    local ok, cerr = run("orrery.net.connect", core.await_connect, conn, nil, nil, deadline and left(deadline))
+    local ok, cerr = await(core.await_connect, c, left(deadline))
     if not ok then core.close(c); return nil, cerr end
     return conn
   end
@@ -191,7 +164,7 @@ function M.connect(host, port, opts)
     if c then
       local conn = wrap(c)
       local ok
-      ok, err = run("orrery.net.connect", core.await_connect, conn, nil, nil, deadline and left(deadline))
+      ok, err = await(core.await_connect, c, left(deadline))
       if ok then return conn end
       core.close(c)
       if err == "timeout" or err == "canceled" then break end
@@ -233,15 +206,9 @@ end
 
 --- listener:accept([timeout|ctx]) -> conn | nil, err
 function Listener:accept(opt)
-  local l = self.l
-  local xctx
-  if opt ~= nil then xctx = select(2, wait_opt("orrery.net:accept", 1, opt)) end
-  local r, e = core.accept(l)
-  while r == false do
-    local code = wait(e, xctx)
-    if code < 0 then return nil, wake_err(code) end
-    r, e = core.accept(l)
-  end
+  local timeout, xctx = -1, nil
+  if opt ~= nil then timeout, xctx = wait_opt("orrery.net:accept", 1, opt) end
+  local r, e = await(core.accept, self.l, timeout, xctx)
   if not r then return nil, e end
   return wrap(r)
 end

@@ -9,13 +9,11 @@
 local core = require "orrery.core"
 local orrery = require "orrery"
 
+local sched = require "orrery.sched"
+
+-- core.readline parks the REPL's coroutine until a line is there.
 local function readline(prompt)
-  local line, again = core.readline(prompt)
-  while again do
-    coroutine.yield()
-    line, again = core.readline(prompt)
-  end
-  return line
+  return (sched.await(function(p) return core.readline(p) end, prompt))
 end
 
 local function show(v)

@@ -34,10 +34,14 @@ grow(INITIAL)
 core.set_tables(tables)
 M.ibox, M.obox, M.ctxs, M.sites = ibox, obox, ctxs, sites
 
--- Wake codes (host/host.h).
-local WAKE_TIMEOUT, WAKE_CANCELED, WAKE_DEADLINE = -1, -2, -3
+-- The parking protocol's statuses and wake codes (host/ffi_cdef.h).
+local DONE, DECLINED, PARKED = C.ORRERY_DONE, C.ORRERY_DECLINED, C.ORRERY_PARKED
+local WAKE_TIMEOUT, WAKE_CANCELED, WAKE_DEADLINE =
+  C.ORRERY_WAKE_TIMEOUT, C.ORRERY_WAKE_CANCELED, C.ORRERY_WAKE_DEADLINE
+M.DONE, M.DECLINED, M.PARKED = DONE, DECLINED, PARKED
 M.WAKE_TIMEOUT, M.WAKE_CANCELED, M.WAKE_DEADLINE =
   WAKE_TIMEOUT, WAKE_CANCELED, WAKE_DEADLINE
+local co_token, co_wake, now = C.orrery_ffi_co_token, C.orrery_ffi_wake, C.orrery_ffi_now
 
 -- The root context; contexts proper live in orrery.context, which fills in
 -- its methods. It is cancelled by SIGINT/SIGTERM.
@@ -51,30 +55,78 @@ local function err_code(err)
 end
 M.err_code = err_code
 
--- Parks the coroutine in `slot` (C has already queued its waiters) until
--- it is woken; returns the wake code. A cancelled context wakes it at once;
--- otherwise the coroutine is registered with its context, and with xctx
--- when the operation was given one explicitly, so that cancelling either
--- wakes it.
-local function wait(slot, xctx)
+-- The error a wait that ended from outside returns.
+local function wake_err(code)
+  if code == WAKE_TIMEOUT or code == WAKE_DEADLINE then return "timeout" end
+  return "canceled"
+end
+M.wake_err = wake_err
+
+-- park(slot [, xctx]) -> wake code. The one way a coroutine waits: a
+-- primitive answered ORRERY_PARKED (C has linked the coroutine wherever
+-- it waits and registered the cleanup), and this yields to the scheduler
+-- until something wakes it. A cancelled context wakes it at once;
+-- otherwise the wait is registered with the coroutine's context, and with
+-- xctx when the operation was given one explicitly, under the wait's
+-- token, so that cancelling either wakes this wait and never a later one.
+local function park(slot, xctx)
   local ctx = ctxs[slot]
   -- The common case: bound to the root context, no context of its own.
   if not ctx and not xctx then return yield() end
   ctx = ctx or root
+  local tok = co_token(slot)
   local err = ctx.e or (xctx and xctx.e)
   if err then
-    C.orrery_ffi_wake(slot, err_code(err))
+    co_wake(slot, tok, err_code(err))
     return yield()
   end
   local p, xp = ctx.parked, xctx and xctx.parked
-  if p then p[slot] = true end
-  if xp then xp[slot] = true end
+  if p then p[slot] = tok end
+  if xp then xp[slot] = tok end
   local code = yield()
   if p then p[slot] = nil end
   if xp then xp[slot] = nil end
   return code
 end
-M.wait = wait
+M.park = park
+M.wait = park
+
+-- The time left until deadline, as a primitive's timeout (-1: none).
+local function left(deadline)
+  if not deadline then return -1 end
+  local l = deadline - now()
+  return l > 0 and l or 0
+end
+M.left = left
+
+-- await(fn, obj, timeout, xctx, a, b) -> fn's results: the loop around a
+-- C API primitive. fn(obj, timeout, a, b) returns its results when done,
+-- or ORRERY_PARKED, slot when it parked the coroutine; after the wake it
+-- is called again, with the time left, and takes up where it was. A wait
+-- that ends by its timeout or a cancellation returns nil, "timeout" |
+-- "canceled" and leaves the primitive as its cleanup left it.
+function M.await(fn, obj, timeout, xctx, a, b)
+  timeout = timeout or -1
+  local deadline = timeout >= 0 and now() + timeout or nil
+  local r, e = fn(obj, timeout, a, b)
+  while r == PARKED do
+    local code = park(e, xctx)
+    if code < 0 then return nil, wake_err(code) end
+    r, e = fn(obj, left(deadline), a, b)
+  end
+  return r, e
+end
+
+-- await_code(fn, obj, a) -> fn's results: for primitives that decide
+-- themselves what a wake means (an HTTP body read answers its own
+-- timeout): fn(obj, a, code) is called again with every wake code.
+function M.await_code(fn, obj, a)
+  local r, e = fn(obj, a, 0)
+  while r == PARKED do
+    r, e = fn(obj, a, park(e))
+  end
+  return r, e
+end
 
 -- Splits an optional wait argument into (timeout, ctx); fname names the
 -- function for the error message.

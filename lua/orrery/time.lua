@@ -4,9 +4,8 @@ local C = require "orrery.ffi"
 local sched = require "orrery.sched"
 local chan = require "orrery.chan"
 
-local wait = sched.wait
-local WAKE_TIMEOUT = sched.WAKE_TIMEOUT
-local OP_PARKED = chan.OP_PARKED
+local park = sched.park
+local WAKE_TIMEOUT, PARKED = sched.WAKE_TIMEOUT, sched.PARKED
 
 local M = {}
 
@@ -21,12 +20,12 @@ end
 -- context ends first. The deadline counts from the call.
 function M.sleep(s)
   check_secs("orrery.sleep", s)
-  if C.orrery_ffi_sleep(s) ~= OP_PARKED then
+  if C.orrery_ffi_sleep(s) ~= PARKED then
     error("orrery.sleep: not inside a coroutine (or inside coroutine.wrap/resume)", 2)
   end
-  local code = wait(C.orrery_ffi_co_slot())
+  local code = park(C.orrery_ffi_co_slot())
   if code == WAKE_TIMEOUT then return true end
-  return nil, chan.wake_err(code)
+  return nil, sched.wake_err(code)
 end
 
 local Timer = {}

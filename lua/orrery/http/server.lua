@@ -14,16 +14,18 @@ local chan = require "orrery.chan"
 local C = require "orrery.ffi"
 local ffi = require "ffi"
 
-local wait, ctxs = sched.wait, sched.ctxs
+local park, await, await_code, ctxs = sched.park, sched.await, sched.await_code, sched.ctxs
 local hrespond, hheader, hbody, hread = hcore.respond, hcore.header, hcore.body, hcore.read
 local hstart, hchunk, hfinish, hwstatus = hcore.start, hcore.chunk, hcore.finish, hcore.write_status
 local http_next, http_respond = C.orrery_ffi_http_next, C.orrery_ffi_http_respond
 local ffi_string, ffi_cast = ffi.string, ffi.cast
-local CODE_SHUTDOWN = hcore.CODE_SHUTDOWN
-local NEXT_PARKED, NEXT_HEAD, NEXT_ERROR = hcore.NEXT_PARKED, hcore.NEXT_HEAD, hcore.NEXT_ERROR
-local W_DONE, W_PARKED, W_BAD_STATUS = hcore.W_DONE, hcore.W_PARKED, hcore.W_BAD_STATUS
+-- The parking protocol (host/ffi_cdef.h): respond() is done, declined
+-- (a status it cannot send, nothing written) or parked; next() is parked
+-- or done with a head, an error already answered, or the end.
+local CODE_SHUTDOWN = C.ORRERY_HTTP_SHUTDOWN
+local PARKED, NEXT_HEAD, NEXT_ERROR = C.ORRERY_PARKED, C.ORRERY_HTTP_HEAD, C.ORRERY_HTTP_ERROR
+local W_DONE, W_PARKED, W_BAD_STATUS = C.ORRERY_DONE, C.ORRERY_PARKED, C.ORRERY_DECLINED
 local METHODS = hcore.methods()
-local WAKE_TIMEOUT, WAKE_CANCELED = sched.WAKE_TIMEOUT, sched.WAKE_CANCELED
 local type, pcall, xpcall, tostring, setmetatable, getmetatable, error =
   type, pcall, xpcall, tostring, setmetatable, getmetatable, error
 local traceback = debug.traceback
@@ -150,17 +152,10 @@ function Req:query_all(name)
   return self._qall[name] or {}
 end
 
--- Waits for a body call; a wake code that is a spurious cancellation (the
--- root context's, which does not reach the server's contexts) is retried.
+-- A body call: C answers its own timeout and cancellation (the
+-- connection cannot be reused after either).
 local function body_call(self, fn)
-  local c, seq = self._st.c, self._seq
-  local r, e = fn(c, seq, 0)
-  while r == false do
-    local code = wait(e)
-    if code == WAKE_CANCELED and not self.ctx.e then code = 0 end
-    r, e = fn(c, seq, code)
-  end
-  return r, e
+  return await_code(fn, self._st.c, self._seq)
 end
 
 --- req:body() -> the whole body (at most max_body_size bytes) | nil, err
@@ -241,27 +236,20 @@ end
 
 -- -- Responses --
 
--- Waits for a response write that was queued; false on failure.
-local function await_write(c, r, e, ctx)
-  while r == false do
-    local code = wait(e)
-    if code >= 0 then
-      r, e = hwstatus(c)
-    elseif code == WAKE_CANCELED and not ctx.e then
-      r, e = hwstatus(c) -- a spurious wake: the write went on in C
-      if r then return true end
-      return false
-    else
-      return false -- write_timeout or cancelled: the caller closes
-    end
+-- Waits for a response write that was queued; false on failure
+-- (write_timeout or a cancellation: the caller closes).
+local function await_write(c, r, e)
+  if r == PARKED then
+    if park(e) < 0 then return false end
+    r = hwstatus(c)
   end
-  return r ~= nil
+  return r ~= nil and r ~= false
 end
 
 local function stream(srv, st, c, req, status, fn, headers, flags)
   local ok, r, e = pcall(hstart, c, status, headers, TEXT, flags)
   if not ok then return false, r end
-  if not await_write(c, r, e, st.ctx) then return false end
+  if not await_write(c, r, e) then return false end
   local bytes = 0
   local function write(data)
     if type(data) ~= "string" then
@@ -269,8 +257,8 @@ local function stream(srv, st, c, req, status, fn, headers, flags)
       data = tostring(data)
     end
     local wr, we = hchunk(c, data)
-    if wr == false then
-      if not await_write(c, wr, we, st.ctx) then return nil, "closed" end
+    if wr == PARKED then
+      if not await_write(c, wr, we) then return nil, "closed" end
     elseif not wr then
       return nil, we
     end
@@ -284,7 +272,7 @@ local function stream(srv, st, c, req, status, fn, headers, flags)
     return true, bytes
   end
   r, e = hfinish(c)
-  if not await_write(c, r, e, st.ctx) then return false end
+  if not await_write(c, r, e) then return false end
   return true, bytes
 end
 
@@ -312,12 +300,12 @@ local function send(srv, st, c, req, status, body, headers)
     -- The common case goes through the FFI: no table to walk.
     local r = http_respond(st.h, status, body, n, ctype, flags)
     if r == W_DONE then return true, n end
-    if r == W_PARKED then return await_write(c, false, st.slot, st.ctx), n end
+    if r == W_PARKED then return await_write(c, PARKED, st.slot), n end
     if r ~= W_BAD_STATUS then return false, n end
   end
   local ok, r, e = pcall(hrespond, c, status, body, headers, ctype, flags)
   if not ok then return false, r end
-  return await_write(c, r, e, st.ctx), n
+  return await_write(c, r, e), n
 end
 
 local function internal_error(srv, req, msg)
@@ -420,9 +408,8 @@ local function conn_loop(srv, st, c, h, ctx, slot)
   while true do
     if srv.closing and code >= 0 then code = CODE_SHUTDOWN end
     local r = http_next(h, code)
-    if r == NEXT_PARKED then
-      code = wait(slot)
-      if code == WAKE_CANCELED and not ctx.e then code = 0 end
+    if r == PARKED then
+      code = park(slot)
     elseif r == NEXT_HEAD then
       code = 0
       local buf, path, query = h.buf, "/", ""
@@ -491,12 +478,10 @@ M.detached = detached
 local function accept_loop(srv)
   local l = srv.listener
   while not srv.closing do
-    local c, err = ncore.accept(l)
-    while c == false do
-      local code = wait(err)
-      if srv.closing then return end
-      c, err = ncore.accept(l)
-      if code < 0 and c == false and srv.base.e then return end
+    local c, err = await(ncore.accept, l)
+    if srv.closing then
+      if c then ncore.close(c) end
+      return
     end
     if c then
       if srv.nconns >= srv.max_connections then
@@ -662,7 +647,9 @@ function Server:shutdown(grace)
   stop_listening(self)
   if self.nconns == 0 then self.drained_ch:close() end
   for _, st in pairs(self.conns) do
-    if hcore.state(st.c) == "idle" then C.orrery_ffi_wake(st.slot, CODE_SHUTDOWN) end
+    if hcore.state(st.c) == "idle" then
+      C.orrery_ffi_wake(st.slot, C.orrery_ffi_co_token(st.slot), CODE_SHUTDOWN)
+    end
   end
   local ok = ctl_recv(self, self.drained_ch, grace)
   if not ok then
