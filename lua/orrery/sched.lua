@@ -164,17 +164,26 @@ end
 local function pack(...) return { n = select("#", ...), ... } end
 M.pack = pack
 
+-- bind(slot, ctx) -> the old binding: binds the coroutine in slot to ctx
+-- (nil or false: the root context); hand the result back to bind to
+-- restore it.
+local function bind(slot, ctx)
+  local old = ctxs[slot]
+  if ctx == root then ctx = false end
+  ctxs[slot] = ctx or false
+  C.orrery_ffi_co_bind(slot, ctx and 0 or 1)
+  return old
+end
+M.bind = bind
+
 -- Runs fn with the current coroutine bound to ctx, then restores the old
 -- binding, also when fn raises.
 function M.with_ctx(ctx, fn, ...)
   local slot = C.orrery_ffi_co_slot()
   if slot == 0 then error("orrery: not inside a coroutine", 3) end
-  local old = ctxs[slot]
-  ctxs[slot] = ctx ~= root and ctx or false
-  C.orrery_ffi_co_bind(slot, ctx == root and 1 or 0)
+  local old = bind(slot, ctx)
   local r = pack(pcall(fn, ...))
-  ctxs[slot] = old
-  C.orrery_ffi_co_bind(slot, old and 0 or 1)
+  bind(slot, old)
   if not r[1] then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end

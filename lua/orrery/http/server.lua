@@ -6,7 +6,6 @@
 -- this module owns the policy: handler calls, errors, timeouts, limits on
 -- connections, logging and shutdown (docs/http.md).
 local hcore = require "orrery.http.core"
-local ncore = require "orrery.net.core"
 local net = require "orrery.net"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
@@ -14,7 +13,7 @@ local chan = require "orrery.chan"
 local C = require "orrery.ffi"
 local ffi = require "ffi"
 
-local park, await, await_code, ctxs = sched.park, sched.await, sched.await_code, sched.ctxs
+local park, await_code, bind = sched.park, sched.await_code, sched.bind
 local hrespond, hheader, hbody, hread = hcore.respond, hcore.header, hcore.body, hcore.read
 local hstart, hchunk, hfinish, hwstatus = hcore.start, hcore.chunk, hcore.finish, hcore.write_status
 local http_next, http_respond = C.orrery_ffi_http_next, C.orrery_ffi_http_respond
@@ -372,12 +371,12 @@ end
 -- (and the coroutine bound to it, so every wait inside honours it).
 function M.call_with_timeout(req, secs, fn)
   local slot = co_slot()
-  local old, octx = ctxs[slot], req.ctx
+  local octx = req.ctx
   local ctx, cancel = context.with_timeout(secs, octx)
-  ctxs[slot] = ctx
+  local old = bind(slot, ctx)
   req.ctx = ctx
   local ok, s, b, h = xpcall(fn, traceback, req)
-  ctxs[slot] = old
+  bind(slot, old)
   req.ctx = octx
   if not ok and ctx.e == "timeout" and getmetatable(s) ~= HttpError then
     cancel()
@@ -441,7 +440,7 @@ local function serve_conn(srv, c, id, ctx, cancel)
   else
     err = h
   end
-  local remote, rport = ncore.peer(c)
+  local remote, rport = net.wrap(c):peer()
   st.remote, st.rport = remote, rport
   if ok then
     -- One protected call per connection, not per request: a trace that
@@ -476,17 +475,18 @@ end
 M.detached = detached
 
 local function accept_loop(srv)
-  local l = srv.listener
+  local lis = srv.lis
   while not srv.closing do
-    local c, err = await(ncore.accept, l)
+    local conn, err = lis:accept()
     if srv.closing then
-      if c then ncore.close(c) end
+      if conn then conn:close() end
       return
     end
-    if c then
+    if conn then
+      local c = conn.c
       if srv.nconns >= srv.max_connections then
         hcore.reject(c, 503)
-        ncore.close(c, 1)
+        conn:close(1)
       else
         srv.nconns = srv.nconns + 1
         next_id = next_id + 1
@@ -560,7 +560,7 @@ function M.listen(handler, opts)
   local srv = setmetatable({
     -- Fields read per request are false rather than absent: a hit, not a
     -- miss that goes on to the metatable.
-    listener = lis.l, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
+    lis = lis, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
     max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
     linger = o.linger or 0, access_log = o.access_log or false, log = safe_log(o.log),
     on_bad_request = o.on_bad_request,
@@ -620,7 +620,7 @@ end
 local function stop_listening(self)
   if not self.closing then
     self.closing = true
-    ncore.lclose(self.listener)
+    self.lis:close()
   end
 end
 
