@@ -212,7 +212,14 @@ end
 
 return function(...)
   local paths = { ... }
-  if paths[1] == "--child" then return run_child(paths[2], paths[3]) end
+  if paths[1] == "--child" then
+    if not paths[2] or not paths[3] then
+      io.stderr:write("usage: orrery test --child REPORT FILE\n")
+      orrery.exit(2)
+      return
+    end
+    return run_child(paths[2], paths[3])
+  end
   if #paths == 0 then paths = { "tests" } end
   local limit = timeout_setting()
   if not T.exe or T.exe == "" then
@@ -221,7 +228,7 @@ return function(...)
   end
   local files, missing = find_files(paths)
   local passed, failed, skipped = 0, 0, 0
-  local failures = {}
+  local failures, interrupted = {}, false
   for _, p in ipairs(missing) do
     failed = failed + 1
     failures[#failures + 1] = p .. ": no such file or directory"
@@ -239,6 +246,7 @@ return function(...)
     orrery.sleep(0)
     if orrery.context.background():err() then
       print("\ninterrupted")
+      interrupted = true
       break
     end
   end
@@ -248,5 +256,6 @@ return function(...)
   end
   print(("%d passed, %d failed%s"):format(passed, failed, skipped > 0 and (", " .. skipped .. " skipped") or ""))
   io.stdout:flush()
-  orrery.exit(failed > 0 and 1 or 0)
+  -- An interrupted run exits as a ^C does (130), whatever it counted.
+  orrery.exit(interrupted and 130 or (failed > 0 and 1 or 0))
 end
