@@ -86,12 +86,28 @@ function H.get(srv, path, extra)
   return res
 end
 
--- closed(c) -> true when the server has closed the connection (no more
--- bytes: EOF or a reset).
+-- closed(c) -> true when the server closes the connection (EOF or a
+-- reset) without sending anything more; false, data when bytes arrive.
+-- Only for a connection expected to close: the timeout (default 5 s) is a
+-- bound for a failing test, never what a passing test waits out.
 function H.closed(c, timeout)
-  local d, err = c:read(65536, timeout or 2)
+  local d, err = c:read(65536, timeout or 5)
   if d then return false, d end
   return err == "eof" or err == "reset", err
+end
+
+-- open(c [, path]) -> true, res when the connection still serves requests:
+-- it sends GET path (default "/") and reads the answer. false, err when
+-- the server closes it instead (EOF or a reset), so that either outcome is
+-- an event; a server that does neither fails the test.
+function H.open(c, path)
+  local ok, err = c:write("GET " .. (path or "/") .. " HTTP/1.1\r\nHost: t\r\n\r\n")
+  if not ok then return false, err end
+  local res
+  res, err = H.read_response(c, { timeout = 5 })
+  if res then return true, res end
+  if err == "eof" or err == "reset" then return false, err end
+  error("the connection neither answered nor closed: " .. tostring(err), 2)
 end
 
 -- A signal: s:fire(v), s:wait([timeout]) -> v.

@@ -153,7 +153,7 @@ T.test("per-route body limits: larger and smaller than the server's", function()
       raw = ("POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"):format(path, #body, body)
     end
     local res = assert(H.request(c, raw))
-    local closed = H.closed(c)
+    local closed = not H.open(c)
     c:close()
     return res.status, res.body, closed
   end

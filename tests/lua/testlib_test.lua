@@ -194,3 +194,54 @@ T.test("orrery test: a path that does not exist fails", function()
   T.match(out, "/nonexistent/dir: no such file or directory")
   T.match(out, "0 passed, 1 failed")
 end)
+
+-- Each file runs in its own process: a file that dies takes only its own
+-- cases with it, and the cases it finished before dying still count.
+T.test("orrery test: a file that crashes fails alone and the run goes on", function()
+  local st, out = suite({
+    ["a_test.lua"] = [[
+      T.test("before the exit", function() end)
+      T.test("exits", function() os.exit(3) end)
+      T.test("after the exit", function() end)
+    ]],
+    ["b_test.lua"] = [[
+      local ffi = require "ffi"
+      pcall(ffi.cdef, "void abort(void);")
+      T.test("aborts", function() io.write("about to abort\n"); ffi.C.abort() end)
+    ]],
+    ["c_test.lua"] = [[
+      T.test("exits 0 early", function() orrery.exit(0); orrery.yield() end)
+    ]],
+    ["d_test.lua"] = [[T.test("after the crashes", function() end)]],
+  })
+  T.eq(st, 1, out)
+  T.match(out, "ok   before the exit")
+  T.match(out, "FAIL [^\n]*a_test.lua: exited with status 3 before its cases finished\n")
+  T.ok(not out:find("after the exit", 1, true), "a_test.lua stopped at the exit")
+  T.match(out, "FAIL [^\n]*b_test.lua: killed by signal 6 %(SIGABRT%)\n")
+  T.match(out, "FAIL [^\n]*c_test.lua: exited with status 0 before its cases finished\n")
+  T.match(out, "ok   after the crashes")
+  -- The summary repeats each crash with the tail of the file's output.
+  T.match(out, "\nfailures:\n.*b_test.lua: killed by signal 6 %(SIGABRT%)\n    last lines of its output:\n" ..
+    "    | about to abort\n")
+  T.match(out, "\n2 passed, 3 failed\n$")
+end)
+
+T.test("orrery test: a file past ORRERY_TEST_TIMEOUT is killed and fails", function()
+  local st, out = suite({
+    ["a_test.lua"] = [[
+      T.test("before the spin", function() end)
+      T.test("spins", function() while true do end end)
+    ]],
+  }, { ORRERY_TEST_TIMEOUT = "0.2" })
+  T.eq(st, 1, out)
+  T.match(out, "ok   before the spin")
+  T.match(out, "FAIL [^\n]*a_test.lua: did not finish within 0.2s %(ORRERY_TEST_TIMEOUT%)\n")
+  T.match(out, "\n1 passed, 1 failed\n$")
+end)
+
+T.test("orrery test: ORRERY_TEST_TIMEOUT must be a positive number", function()
+  local st, _, err = suite({ ["a_test.lua"] = [[T.test("x", function() end)]] }, { ORRERY_TEST_TIMEOUT = "soon" })
+  T.eq(st, 2)
+  T.match(err, "ORRERY_TEST_TIMEOUT must be a positive number of seconds, got 'soon'")
+end)
