@@ -8,6 +8,7 @@ local chan = require "orrery.chan"
 local time = require "orrery.time"
 local sync = require "orrery.sync"
 local context = require "orrery.context"
+local check = require "orrery.check"
 
 local M = {
   version = core.version,
@@ -45,11 +46,20 @@ function M.id()
   return tonumber(C.orrery_ffi_co_id())
 end
 
-local function scoped(fname, mk, arg, fn, ...)
+-- Misuse errors are raised at level 2 from the public function itself:
+-- a helper that raised for it would have to count frames, and a tail call
+-- (`return helper(...)`) removes the public function's frame, so that the
+-- level lands one frame too far and the message loses the caller's line.
+local function scope_args(fname, argn, fn)
   if type(fn) ~= "function" then
-    error(("orrery.%s: bad argument #2 (function expected, got %s)"):format(fname, type(fn)), 3)
+    error(("orrery.%s: bad argument #%d (function expected, got %s)"):format(fname, argn, type(fn)), 3)
   end
-  local ctx, cancel = mk(arg)
+  if C.orrery_ffi_co_slot() == 0 then
+    error(("orrery.%s: not inside a coroutine (or inside coroutine.wrap/resume)"):format(fname), 3)
+  end
+end
+
+local function scoped(ctx, cancel, fn, ...)
   local r = sched.pack(pcall(sched.with_ctx, ctx, fn, ...))
   cancel()
   if not r[1] then error(r[2], 0) end
@@ -61,21 +71,27 @@ end
 -- with nil, "timeout" at the deadline. The context is cancelled when fn
 -- returns. Returns fn's results.
 function M.with_timeout(s, fn, ...)
-  if type(s) ~= "number" then
-    error("orrery.with_timeout: bad argument #1 (seconds expected, got " .. type(s) .. ")", 2)
+  if type(s) ~= "number" or s ~= s then
+    error("orrery.with_timeout: bad argument #1 (seconds expected, got " .. check.show(s) .. ")", 2)
   end
-  return scoped("with_timeout", context.with_timeout, s, fn, ...)
+  scope_args("with_timeout", 2, fn)
+  local ctx, cancel = context.with_timeout(s)
+  return scoped(ctx, cancel, fn, ...)
 end
 
 function M.with_deadline(t, fn, ...)
-  if type(t) ~= "number" then
-    error("orrery.with_deadline: bad argument #1 (deadline expected, got " .. type(t) .. ")", 2)
+  if type(t) ~= "number" or t ~= t then
+    error("orrery.with_deadline: bad argument #1 (deadline expected, got " .. check.show(t) .. ")", 2)
   end
-  return scoped("with_deadline", context.with_deadline, t, fn, ...)
+  scope_args("with_deadline", 2, fn)
+  local ctx, cancel = context.with_deadline(t)
+  return scoped(ctx, cancel, fn, ...)
 end
 
 function M.with_cancel(fn, ...)
-  return scoped("with_cancel", function() return context.with_cancel() end, nil, fn, ...)
+  scope_args("with_cancel", 1, fn)
+  local ctx, cancel = context.with_cancel()
+  return scoped(ctx, cancel, fn, ...)
 end
 
 -- with_context(ctx, fn, ...): runs fn with the current coroutine bound to ctx.
@@ -83,6 +99,7 @@ function M.with_context(ctx, fn, ...)
   if not context.is_ctx(ctx) then
     error("orrery.with_context: bad argument #1 (context expected, got " .. type(ctx) .. ")", 2)
   end
+  scope_args("with_context", 2, fn)
   return sched.with_ctx(ctx, fn, ...)
 end
 
@@ -152,7 +169,12 @@ function M.on_shutdown(fn)
 end
 
 -- set_grace(s): how long SIGINT/SIGTERM wait for coroutines (default 5).
-function M.set_grace(s) core.set_grace(s) end
+function M.set_grace(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    error("orrery.set_grace: bad argument #1 (non-negative seconds expected, got " .. check.show(s) .. ")", 2)
+  end
+  core.set_grace(s)
+end
 
 -- The handlers are queued before the cancellation wakes anyone, so they
 -- run (after the root is cancelled) ahead of the coroutines it wakes: a

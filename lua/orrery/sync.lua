@@ -7,6 +7,7 @@
 local chan = require "orrery.chan"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
+local check = require "orrery.check"
 
 local wait_opt = sched.wait_opt
 
@@ -43,10 +44,14 @@ function WaitGroup:add(d)
 end
 
 function WaitGroup:done() wg_add(self, -1, "done", 3) end
-function WaitGroup:count() return self.n end
+function WaitGroup:count()
+  check.self(self, WaitGroup, "orrery.waitgroup:count", "waitgroup")
+  return self.n
+end
 
 -- wait([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
 function WaitGroup:wait(opt)
+  check.self(self, WaitGroup, "orrery.waitgroup:wait", "waitgroup")
   if opt ~= nil then wait_opt("orrery.waitgroup:wait", 1, opt) end
   if self.n == 0 then return true end
   local ch = self.ch
@@ -68,12 +73,17 @@ end
 
 -- lock([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
 function Mutex:lock(opt)
+  check.self(self, Mutex, "orrery.mutex:lock", "mutex")
   if opt ~= nil then wait_opt("orrery.mutex:lock", 1, opt) end
   return self.ch:send(true, opt)
 end
-function Mutex:try_lock() return (self.ch:try_send(true)) end
+function Mutex:try_lock()
+  check.self(self, Mutex, "orrery.mutex:try_lock", "mutex")
+  return (self.ch:try_send(true))
+end
 
 function Mutex:unlock()
+  check.self(self, Mutex, "orrery.mutex:unlock", "mutex")
   local _, ok = self.ch:try_recv()
   if not ok then error("orrery.mutex:unlock: unlock of unlocked mutex", 2) end
 end
@@ -89,13 +99,21 @@ function M.semaphore(n)
 end
 
 function Sem:acquire(opt)
+  check.self(self, Sem, "orrery.semaphore:acquire", "semaphore")
   if opt ~= nil then wait_opt("orrery.semaphore:acquire", 1, opt) end
   return self.ch:send(true, opt)
 end
-function Sem:try_acquire() return (self.ch:try_send(true)) end
-function Sem:available() return self.size - self.ch:len() end
+function Sem:try_acquire()
+  check.self(self, Sem, "orrery.semaphore:try_acquire", "semaphore")
+  return (self.ch:try_send(true))
+end
+function Sem:available()
+  check.self(self, Sem, "orrery.semaphore:available", "semaphore")
+  return self.size - self.ch:len()
+end
 
 function Sem:release()
+  check.self(self, Sem, "orrery.semaphore:release", "semaphore")
   local _, ok = self.ch:try_recv()
   if not ok then error("orrery.semaphore:release: release without acquire", 2) end
 end
@@ -108,11 +126,15 @@ local Group = {}
 Group.__index = Group
 
 function M.group(parent)
+  if parent ~= nil and not context.is_ctx(parent) then
+    error("orrery.group: bad argument #1 (context expected, got " .. type(parent) .. ")", 2)
+  end
   local ctx, cancel = context.with_cancel(parent)
   return setmetatable({ ctx = ctx, cancel = cancel, wg = M.waitgroup() }, Group)
 end
 
 function Group:go(fn, ...)
+  check.self(self, Group, "orrery.group:go", "group")
   if type(fn) ~= "function" then
     error("orrery.group:go: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
   end
@@ -135,6 +157,7 @@ end
 -- ended. It therefore waits under the root context, where a cancellation
 -- cannot cut the wait short.
 function Group:wait()
+  check.self(self, Group, "orrery.group:wait", "group")
   local wg = self.wg
   if wg.n > 0 then
     sched.with_ctx(context.root, function()

@@ -3,6 +3,7 @@
 local C = require "orrery.ffi"
 local sched = require "orrery.sched"
 local chan = require "orrery.chan"
+local check = require "orrery.check"
 
 local wait = sched.wait
 local WAKE_TIMEOUT = sched.WAKE_TIMEOUT
@@ -55,12 +56,14 @@ end
 
 -- Stops the timer; true if that prevented it from firing.
 function Timer:stop()
+  check.self(self, Timer, "orrery.timer:stop", "timer")
   return sched.timer_stop(self.tm)
 end
 
 -- Re-arms the timer for s seconds from now; true if it was still pending.
 -- As in Go, a value already delivered stays in the channel.
 function Timer:reset(s)
+  check.self(self, Timer, "orrery.timer:reset", "timer")
   check_secs("orrery.timer:reset", s)
   local was = sched.timer_stop(self.tm)
   sched.timer_start(self.tm, s)
@@ -90,11 +93,13 @@ function M.ticker(s)
 end
 
 function Ticker:stop()
+  check.self(self, Ticker, "orrery.ticker:stop", "ticker")
   self.stopped = true
   sched.timer_stop(self.tm)
 end
 
 function Ticker:reset(s)
+  check.self(self, Ticker, "orrery.ticker:reset", "ticker")
   check_secs("orrery.ticker:reset", s)
   if s <= 0 then error("orrery.ticker:reset: bad argument #1 (period must be positive)", 2) end
   self.period = s
