@@ -103,23 +103,67 @@ function M.with_context(ctx, fn, ...)
   return sched.with_ctx(ctx, fn, ...)
 end
 
--- coroutines() -> list of { id, state, wait, chan, cases, since, until,
--- site, traceback, main }, one per live coroutine.
+-- What a wait on a channel that implements another primitive means, by
+-- role and by the operation C reports. Another operation on such a channel
+-- (none of the primitives parks one) is shown as a plain channel wait.
+local role_waits = {
+  mutex = { ["chan send"] = "mutex lock" },
+  semaphore = { ["chan send"] = "semaphore acquire" },
+  waitgroup = { ["chan receive"] = "waitgroup wait" },
+  errgroup = { ["chan receive"] = "errgroup wait" },
+  timer = { ["chan receive"] = "timer receive" },
+  ticker = { ["chan receive"] = "ticker receive" },
+  ["ctx.done"] = { ["chan receive"] = "ctx.done receive" },
+}
+
+-- The channel with this id as its creator knows it: '#3 "jobs"' for a
+-- channel the user named, '#5 mutex' for one with a role, else '#7'.
+local function chan_label(id)
+  local ch = chan.by_id[id]
+  local s = string.format("#%d", id)
+  if ch and ch.name then return s .. " " .. string.format("%q", ch.name):gsub("\\\n", "\\n") end
+  if ch and ch.role then return s .. " " .. ch.role end
+  return s
+end
+
+-- coroutines() -> list of { id, state, wait, chan, name, role, cases,
+-- since, until, site, traceback, main }, one per live coroutine. C knows
+-- channels only by id; the names and roles come from orrery.chan's
+-- registry of live channels.
 function M.coroutines()
   local list = core.coroutines()
   table.sort(list, function(a, b) return a.id < b.id end)
+  local by_id = chan.by_id
+  for _, c in ipairs(list) do
+    local ch = c.chan and by_id[c.chan]
+    if ch then
+      c.name, c.role = ch.name, ch.role
+      local w = ch.role and role_waits[ch.role]
+      c.wait = w and w[c.wait] or c.wait
+    end
+    local cases = c.cases
+    if cases then
+      for i = 1, #cases do
+        local op, id = cases[i]:match("^(%a+) #(%d+)$")
+        if op then cases[i] = op .. " " .. chan_label(tonumber(id)) end
+      end
+    end
+  end
   return list
 end
 
--- Drops the runtime's own frames (the yield inside a wait) from a
--- traceback so that the dump shows where user code is blocked.
+-- Drops the runtime's own frames from a traceback so that the dump shows
+-- where user code is blocked: the runtime's Lua frames, and the C frames
+-- above the first frame of user code, which are the yield inside a wait
+-- (named 'yield' or, after a tail call, after the function that made it).
 local function tidy(tb)
   if not tb then return "  (not started)" end
   local out = {}
   for line in tb:gmatch("[^\n]+") do
+    line = line:gsub("^%s+", "")
     if not line:find("^stack traceback") and not line:find("[orrery]", 1, true)
-      and not line:find("[C]: in function 'yield'", 1, true) then
-      out[#out + 1] = "  " .. line:gsub("^%s+", "")
+      and not (#out == 0 and line:find("^%[C%]:")) then
+      out[#out + 1] = "  " .. line
     end
   end
   return table.concat(out, "\n")
@@ -133,7 +177,14 @@ function M.dump()
     local what = c.state
     if c.wait then
       what = c.wait
-      if c.chan then what = what .. " on chan #" .. string.format("%d", c.chan) end
+      if c.chan then
+        -- "chan receive on chan #3 "jobs"", but "mutex lock (chan #5)".
+        if c.wait == "chan receive" or c.wait == "chan send" then
+          what = what .. " on chan " .. chan_label(c.chan)
+        else
+          what = what .. string.format(" (chan #%d)", c.chan)
+        end
+      end
       if c.cases then what = what .. " [" .. table.concat(c.cases, ", ") .. "]" end
       what = what .. string.format(", %.3fs", now - c.since)
       if c.until_ or c["until"] then

@@ -46,6 +46,14 @@ local function check(self, fname)
   end
 end
 
+-- Every live channel by id, for the coroutine dump: C reports the id of
+-- the channel a coroutine waits on, and orrery.dump finds here the name
+-- the user gave it, or the role of a channel that implements something
+-- else (a mutex, a waitgroup, a timer). Weak values: being listed does not
+-- keep a channel alive; a parked operation's own reference does.
+local by_id = setmetatable({}, { __mode = "v" })
+M.by_id = by_id
+
 --- orrery.chan(cap, name) -> channel
 function M.new(cap, name)
   if cap == nil then cap = 0 end
@@ -57,7 +65,20 @@ function M.new(cap, name)
   end
   local c = C.orrery_ffi_chan_new(cap, idbuf)
   ffi.gc(c, C.orrery_ffi_chan_free)
-  return setmetatable({ c = c, buf = tnew(cap < 4096 and cap or 4096, 0), id = tonumber(idbuf[0]), name = name }, Chan)
+  local id = tonumber(idbuf[0])
+  local ch = setmetatable({ c = c, buf = tnew(cap < 4096 and cap or 4096, 0), id = id, name = name }, Chan)
+  by_id[id] = ch
+  return ch
+end
+
+-- internal(cap, role): a channel that implements another primitive; role
+-- ("mutex", "waitgroup", ...) tells the dump what a wait on it means. It
+-- is kept apart from the user's name so that a channel the user calls
+-- "mutex" is not taken for one.
+function M.internal(cap, role)
+  local ch = M.new(cap)
+  ch.role = role
+  return ch
 end
 
 local function send_closed(fname)
@@ -178,7 +199,7 @@ end
 
 function Chan:__tostring()
   return ("chan #%d%s (cap %d, len %d%s)"):format(self.id,
-    self.name and (" " .. self.name) or "", self:cap(), self:len(),
+    (self.name or self.role) and (" " .. (self.name or self.role)) or "", self:cap(), self:len(),
     self:closed() and ", closed" or "")
 end
 

@@ -159,7 +159,7 @@ function Ctx:done()
   local d = self.done_ch
   if not d then
     chan = chan or require "orrery.chan"
-    d = chan.new(0, "ctx.done")
+    d = chan.internal(0, "ctx.done")
     self.done_ch = d
     -- Waiting for the root to end is waiting for SIGINT/SIGTERM, which
     -- is not a deadlock.

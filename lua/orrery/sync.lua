@@ -1,9 +1,10 @@
 -- SPDX-License-Identifier: MIT
 -- orrery.sync -- waitgroup, mutex, semaphore and errgroup on channels.
 --
--- Each primitive is a channel underneath, so waiting is FIFO, shows up in
--- the coroutine dump as a channel wait, and accepts a timeout or context
--- like any channel operation.
+-- Each primitive is a channel underneath, so waiting is FIFO and accepts a
+-- timeout or context like any channel operation. The channel carries the
+-- primitive's role, so that the coroutine dump says "mutex lock" rather
+-- than "chan send".
 local chan = require "orrery.chan"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
@@ -56,7 +57,7 @@ function WaitGroup:wait(opt)
   if self.n == 0 then return true end
   local ch = self.ch
   if not ch then
-    ch = chan.new(0, "waitgroup")
+    ch = chan.internal(0, self.role or "waitgroup")
     self.ch = ch
   end
   local _, _, err = ch:recv(opt)
@@ -68,7 +69,7 @@ local Mutex = {}
 Mutex.__index = Mutex
 
 function M.mutex()
-  return setmetatable({ ch = chan.new(1, "mutex") }, Mutex)
+  return setmetatable({ ch = chan.internal(1, "mutex") }, Mutex)
 end
 
 -- lock([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
@@ -95,7 +96,7 @@ function M.semaphore(n)
   if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then
     error("orrery.semaphore: bad argument #1 (positive integer expected)", 2)
   end
-  return setmetatable({ ch = chan.new(n, "semaphore"), size = n }, Sem)
+  return setmetatable({ ch = chan.internal(n, "semaphore"), size = n }, Sem)
 end
 
 function Sem:acquire(opt)
@@ -130,7 +131,9 @@ function M.group(parent)
     error("orrery.group: bad argument #1 (context expected, got " .. type(parent) .. ")", 2)
   end
   local ctx, cancel = context.with_cancel(parent)
-  return setmetatable({ ctx = ctx, cancel = cancel, wg = M.waitgroup() }, Group)
+  local wg = M.waitgroup()
+  wg.role = "errgroup" -- so that the dump says "errgroup wait"
+  return setmetatable({ ctx = ctx, cancel = cancel, wg = wg }, Group)
 end
 
 function Group:go(fn, ...)

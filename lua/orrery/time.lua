@@ -41,7 +41,7 @@ function M.timer(s, fn)
     error("orrery.timer: bad argument #2 (function expected, got " .. type(fn) .. ")", 2)
   end
   local t = setmetatable({ fn = fn }, Timer)
-  if not fn then t.c = chan.new(1, "timer") end
+  if not fn then t.c = chan.internal(1, "timer") end
   local ctx = sched.current_ctx()
   t.tm = sched.new_timer(function()
     if t.fn then
@@ -83,7 +83,7 @@ Ticker.__index = Ticker
 function M.ticker(s)
   check_secs("orrery.ticker", s)
   if s <= 0 then error("orrery.ticker: bad argument #1 (period must be positive)", 2) end
-  local tk = setmetatable({ c = chan.new(1, "ticker"), period = s }, Ticker)
+  local tk = setmetatable({ c = chan.internal(1, "ticker"), period = s }, Ticker)
   tk.tm = sched.new_timer(function(tm)
     tk.c:try_send(C.orrery_ffi_now())
     if not tk.stopped then sched.timer_start(tm, tk.period) end

@@ -238,12 +238,32 @@ T.test("deadlock: the report, a dump of every coroutine, non-zero status", funct
   -- created, and its traceback.
   T.match(err, "coroutine 1 %(main%) %[select %[recv #%d+%]")
   T.match(err, "coroutine 2 %[chan receive on chan #%d+")
-  T.match(err, "coroutine 3 %[chan send on chan #%d+")
+  T.match(err, 'coroutine 3 %[chan send on chan #%d+ "jobs", ', "the channel's name")
   T.match(err, "created at [^\n]*%.lua:4\n", "where coroutine 2 was created")
   T.match(err, "created at [^\n]*%.lua:8\n", "where coroutine 3 was created")
   T.match(err, "%.lua:11", "main's traceback")
   T.match(err, "%.lua:6", "coroutine 2's traceback")
   T.match(err, "%.lua:3: in function", "coroutine 3's traceback")
+end)
+
+T.test("deadlock: the report names waitgroup, mutex and semaphore waits", function()
+  local st, _, err = script([[
+    local orrery = require "orrery"
+    local mu, sem, wg = orrery.mutex(), orrery.semaphore(1), orrery.waitgroup()
+    mu:lock()
+    sem:acquire()
+    wg:add(1)
+    orrery.go(function() mu:lock() end)
+    orrery.go(function() sem:acquire() end)
+    wg:wait()
+  ]])
+  T.eq(st, 2)
+  T.match(err, "^all coroutines are asleep %- deadlock!\n")
+  T.match(err, "coroutine 1 %(main%) %[waitgroup wait %(chan #%d+%), ")
+  T.match(err, "coroutine 2 %[mutex lock %(chan #%d+%), ")
+  T.match(err, "coroutine 3 %[semaphore acquire %(chan #%d+%), ")
+  T.match(err, "%.lua:8: in main chunk", "main's traceback")
+  T.ok(not err:find("[C]: in function 'wait'", 1, true), "no runtime frames")
 end)
 
 T.test("deadlock: a main blocked on an empty select or a lone receive", function()
