@@ -46,11 +46,14 @@ local function check(self, fname)
   end
 end
 
--- Every live channel by id, for the coroutine dump: C reports the id of
--- the channel a coroutine waits on, and orrery.dump finds here the name
--- the user gave it, or the role of a channel that implements something
--- else (a mutex, a waitgroup, a timer). Weak values: being listed does not
--- keep a channel alive; a parked operation's own reference does.
+-- The live channels that have a name or a role, by id, for the coroutine
+-- dump: C reports the id of the channel a coroutine waits on, and
+-- orrery.dump finds here the name the user gave it, or the role of a
+-- channel that implements something else (a mutex, a waitgroup, a timer).
+-- Weak values: being listed does not keep a channel alive; a parked
+-- operation's own reference does. Unnamed channels are left out, as the
+-- dump has nothing to add to their id: listing every channel made
+-- orrery.chan() cost 330 instead of 250 ns.
 local by_id = setmetatable({}, { __mode = "v" })
 M.by_id = by_id
 
@@ -67,7 +70,7 @@ function M.new(cap, name)
   ffi.gc(c, C.orrery_ffi_chan_free)
   local id = tonumber(idbuf[0])
   local ch = setmetatable({ c = c, buf = tnew(cap < 4096 and cap or 4096, 0), id = id, name = name }, Chan)
-  by_id[id] = ch
+  if name then by_id[id] = ch end
   return ch
 end
 
@@ -78,6 +81,7 @@ end
 function M.internal(cap, role)
   local ch = M.new(cap)
   ch.role = role
+  by_id[ch.id] = ch
   return ch
 end
 
