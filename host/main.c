@@ -57,6 +57,44 @@ static void install_searcher(lua_State *L) {
   modules_preload(L);
 }
 
+/* Puts the script's directory first on package.path and package.cpath, so
+ * that `orrery /srv/app/order.lua` finds /srv/app/httpc.lua whatever the
+ * working directory, as python does with sys.path[0]. It goes ahead of
+ * LUA_PATH / LUA_CPATH (which luaL_openlibs has already read, ";;"
+ * expanded to the default) and of "./?.lua". The embedded searcher runs
+ * before every path searcher, so a file cannot shadow an orrery.* module.
+ * A directory that a template cannot spell (one with ';' or '?') is left
+ * out rather than turned into a wrong template. */
+static void add_script_dir(lua_State *L, const char *script) {
+  const char *slash = strrchr(script, '/');
+  size_t n = slash ? (size_t)(slash - script) + 1 : 0; /* keeps the '/' */
+  if (memchr(script, ';', n) || memchr(script, '?', n)) return;
+  if (n)
+    lua_pushlstring(L, script, n);
+  else
+    lua_pushliteral(L, "./");
+  const char *dir = lua_tostring(L, -1);
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s?.lua;%s?/init.lua;", dir, dir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "path");
+  lua_pushfstring(L, "%s?.so;", dir);
+  lua_getfield(L, -2, "cpath");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 2);
+}
+
+/* -e code and the REPL have the runtime as the global `orrery`, so that
+ * one-liners need no require; a script requires it like any module. */
+static void set_orrery_global(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "orrery");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "orrery");
+}
+
 /* Loads the entry chunk and starts it as the main coroutine. */
 static int start_main(lua_State *L, int argc, char **argv, int first,
                       const char *code, const char *modname) {
@@ -72,6 +110,10 @@ static int start_main(lua_State *L, int argc, char **argv, int first,
     lua_rawseti(L, -2, i - first + !script);
   }
   lua_setglobal(L, "arg");
+  if (script)
+    add_script_dir(L, argv[first]);
+  else if (code || !strcmp(modname, "orrery.repl"))
+    set_orrery_global(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "orrery.core");
   lua_call(L, 1, 1);

@@ -8,6 +8,7 @@ local chan = require "orrery.chan"
 local time = require "orrery.time"
 local sync = require "orrery.sync"
 local context = require "orrery.context"
+local check = require "orrery.check"
 
 local M = {
   version = core.version,
@@ -45,11 +46,20 @@ function M.id()
   return tonumber(C.orrery_ffi_co_id())
 end
 
-local function scoped(fname, mk, arg, fn, ...)
+-- Misuse errors are raised at level 2 from the public function itself:
+-- a helper that raised for it would have to count frames, and a tail call
+-- (`return helper(...)`) removes the public function's frame, so that the
+-- level lands one frame too far and the message loses the caller's line.
+local function scope_args(fname, argn, fn)
   if type(fn) ~= "function" then
-    error(("orrery.%s: bad argument #2 (function expected, got %s)"):format(fname, type(fn)), 3)
+    error(("orrery.%s: bad argument #%d (function expected, got %s)"):format(fname, argn, type(fn)), 3)
   end
-  local ctx, cancel = mk(arg)
+  if C.orrery_ffi_co_slot() == 0 then
+    error(("orrery.%s: not inside a coroutine (or inside coroutine.wrap/resume)"):format(fname), 3)
+  end
+end
+
+local function scoped(ctx, cancel, fn, ...)
   local r = sched.pack(pcall(sched.with_ctx, ctx, fn, ...))
   cancel()
   if not r[1] then error(r[2], 0) end
@@ -61,21 +71,27 @@ end
 -- with nil, "timeout" at the deadline. The context is cancelled when fn
 -- returns. Returns fn's results.
 function M.with_timeout(s, fn, ...)
-  if type(s) ~= "number" then
-    error("orrery.with_timeout: bad argument #1 (seconds expected, got " .. type(s) .. ")", 2)
+  if type(s) ~= "number" or s ~= s then
+    error("orrery.with_timeout: bad argument #1 (seconds expected, got " .. check.show(s) .. ")", 2)
   end
-  return scoped("with_timeout", context.with_timeout, s, fn, ...)
+  scope_args("with_timeout", 2, fn)
+  local ctx, cancel = context.with_timeout(s)
+  return scoped(ctx, cancel, fn, ...)
 end
 
 function M.with_deadline(t, fn, ...)
-  if type(t) ~= "number" then
-    error("orrery.with_deadline: bad argument #1 (deadline expected, got " .. type(t) .. ")", 2)
+  if type(t) ~= "number" or t ~= t then
+    error("orrery.with_deadline: bad argument #1 (deadline expected, got " .. check.show(t) .. ")", 2)
   end
-  return scoped("with_deadline", context.with_deadline, t, fn, ...)
+  scope_args("with_deadline", 2, fn)
+  local ctx, cancel = context.with_deadline(t)
+  return scoped(ctx, cancel, fn, ...)
 end
 
 function M.with_cancel(fn, ...)
-  return scoped("with_cancel", function() return context.with_cancel() end, nil, fn, ...)
+  scope_args("with_cancel", 1, fn)
+  local ctx, cancel = context.with_cancel()
+  return scoped(ctx, cancel, fn, ...)
 end
 
 -- with_context(ctx, fn, ...): runs fn with the current coroutine bound to ctx.
@@ -83,26 +99,71 @@ function M.with_context(ctx, fn, ...)
   if not context.is_ctx(ctx) then
     error("orrery.with_context: bad argument #1 (context expected, got " .. type(ctx) .. ")", 2)
   end
+  scope_args("with_context", 2, fn)
   return sched.with_ctx(ctx, fn, ...)
 end
 
--- coroutines() -> list of { id, state, wait, chan, cases, since, until,
--- site, traceback, main }, one per live coroutine.
+-- What a wait on a channel that implements another primitive means, by
+-- role and by the operation C reports. Another operation on such a channel
+-- (none of the primitives parks one) is shown as a plain channel wait.
+local role_waits = {
+  mutex = { ["chan send"] = "mutex lock" },
+  semaphore = { ["chan send"] = "semaphore acquire" },
+  waitgroup = { ["chan receive"] = "waitgroup wait" },
+  errgroup = { ["chan receive"] = "errgroup wait" },
+  timer = { ["chan receive"] = "timer receive" },
+  ticker = { ["chan receive"] = "ticker receive" },
+  ["ctx.done"] = { ["chan receive"] = "ctx.done receive" },
+}
+
+-- The channel with this id as its creator knows it: '#3 "jobs"' for a
+-- channel the user named, '#5 mutex' for one with a role, else '#7'.
+local function chan_label(id)
+  local ch = chan.by_id[id]
+  local s = string.format("#%d", id)
+  if ch and ch.name then return s .. " " .. string.format("%q", ch.name):gsub("\\\n", "\\n") end
+  if ch and ch.role then return s .. " " .. ch.role end
+  return s
+end
+
+-- coroutines() -> list of { id, state, wait, chan, name, role, cases,
+-- since, until, site, traceback, main }, one per live coroutine. C knows
+-- channels only by id; the names and roles come from orrery.chan's
+-- registry of live channels.
 function M.coroutines()
   local list = core.coroutines()
   table.sort(list, function(a, b) return a.id < b.id end)
+  local by_id = chan.by_id
+  for _, c in ipairs(list) do
+    local ch = c.chan and by_id[c.chan]
+    if ch then
+      c.name, c.role = ch.name, ch.role
+      local w = ch.role and role_waits[ch.role]
+      c.wait = w and w[c.wait] or c.wait
+    end
+    local cases = c.cases
+    if cases then
+      for i = 1, #cases do
+        local op, id = cases[i]:match("^(%a+) #(%d+)$")
+        if op then cases[i] = op .. " " .. chan_label(tonumber(id)) end
+      end
+    end
+  end
   return list
 end
 
--- Drops the runtime's own frames (the yield inside a wait) from a
--- traceback so that the dump shows where user code is blocked.
+-- Drops the runtime's own frames from a traceback so that the dump shows
+-- where user code is blocked: the runtime's Lua frames, and the C frames
+-- above the first frame of user code, which are the yield inside a wait
+-- (named 'yield' or, after a tail call, after the function that made it).
 local function tidy(tb)
   if not tb then return "  (not started)" end
   local out = {}
   for line in tb:gmatch("[^\n]+") do
+    line = line:gsub("^%s+", "")
     if not line:find("^stack traceback") and not line:find("[orrery]", 1, true)
-      and not line:find("[C]: in function 'yield'", 1, true) then
-      out[#out + 1] = "  " .. line:gsub("^%s+", "")
+      and not (#out == 0 and line:find("^%[C%]:")) then
+      out[#out + 1] = "  " .. line
     end
   end
   return table.concat(out, "\n")
@@ -116,7 +177,14 @@ function M.dump()
     local what = c.state
     if c.wait then
       what = c.wait
-      if c.chan then what = what .. " on chan #" .. string.format("%d", c.chan) end
+      if c.chan then
+        -- "chan receive on chan #3 "jobs"", but "mutex lock (chan #5)".
+        if c.wait == "chan receive" or c.wait == "chan send" then
+          what = what .. " on chan " .. chan_label(c.chan)
+        else
+          what = what .. string.format(" (chan #%d)", c.chan)
+        end
+      end
       if c.cases then what = what .. " [" .. table.concat(c.cases, ", ") .. "]" end
       what = what .. string.format(", %.3fs", now - c.since)
       if c.until_ or c["until"] then
@@ -152,7 +220,12 @@ function M.on_shutdown(fn)
 end
 
 -- set_grace(s): how long SIGINT/SIGTERM wait for coroutines (default 5).
-function M.set_grace(s) core.set_grace(s) end
+function M.set_grace(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    error("orrery.set_grace: bad argument #1 (non-negative seconds expected, got " .. check.show(s) .. ")", 2)
+  end
+  core.set_grace(s)
+end
 
 -- The handlers are queued before the cancellation wakes anyone, so they
 -- run (after the root is cancelled) ahead of the coroutines it wakes: a

@@ -28,6 +28,15 @@ function M.func_opt(fname, opts, key, level)
   return v
 end
 
+-- self(v, mt, fname, what): raises unless v is an object of metatable mt,
+-- the mistake of calling obj.method() for obj:method(). Called straight
+-- from a method, the error names the user's line.
+function M.self(v, mt, fname, what)
+  if getmetatable(v) ~= mt or type(v) ~= "table" then
+    error(("%s: bad self (%s expected, got %s; call it with ':')"):format(fname, what, type(v)), 3)
+  end
+end
+
 -- registry() -> live, list: a weak set of live objects and a function
 -- that returns them sorted by name.
 function M.registry()

@@ -8,6 +8,7 @@
 -- inherit the caller's context.
 local C = require "orrery.ffi"
 local sched = require "orrery.sched"
+local check = require "orrery.check"
 
 local root = sched.root
 local Ctx = {}
@@ -128,11 +129,23 @@ function M.with_value(key, value, parent)
   return c
 end
 
-function Ctx:err() return self.e or (self == root and root.shutdown or nil) end
-function Ctx:deadline() return self.dl end
-function Ctx:cancel() cancel(self, "canceled") end
+function Ctx:err()
+  check.self(self, Ctx, "ctx:err", "context")
+  return self.e or (self == root and root.shutdown or nil)
+end
+
+function Ctx:deadline()
+  check.self(self, Ctx, "ctx:deadline", "context")
+  return self.dl
+end
+
+function Ctx:cancel()
+  check.self(self, Ctx, "ctx:cancel", "context")
+  cancel(self, "canceled")
+end
 
 function Ctx:value(key)
+  check.self(self, Ctx, "ctx:value", "context")
   local v = self.values
   while v do
     if v.key == key then return v.value end
@@ -142,10 +155,11 @@ end
 
 -- A channel that is closed when the context is cancelled; use it in select.
 function Ctx:done()
+  check.self(self, Ctx, "ctx:done", "context")
   local d = self.done_ch
   if not d then
     chan = chan or require "orrery.chan"
-    d = chan.new(0, "ctx.done")
+    d = chan.internal(0, "ctx.done")
     self.done_ch = d
     -- Waiting for the root to end is waiting for SIGINT/SIGTERM, which
     -- is not a deadlock.

@@ -47,7 +47,6 @@ return function()
   if tty then
     print(("orrery %s -- Lua with channels; orrery is preloaded. Ctrl-D exits."):format(orrery.version))
   end
-  _G.orrery = orrery
   local buf
   while true do
     local line = readline(buf and ">> " or "> ")

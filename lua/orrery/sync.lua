@@ -1,12 +1,14 @@
 -- SPDX-License-Identifier: MIT
 -- orrery.sync -- waitgroup, mutex, semaphore and errgroup on channels.
 --
--- Each primitive is a channel underneath, so waiting is FIFO, shows up in
--- the coroutine dump as a channel wait, and accepts a timeout or context
--- like any channel operation.
+-- Each primitive is a channel underneath, so waiting is FIFO and accepts a
+-- timeout or context like any channel operation. The channel carries the
+-- primitive's role, so that the coroutine dump says "mutex lock" rather
+-- than "chan send".
 local chan = require "orrery.chan"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
+local check = require "orrery.check"
 
 local wait_opt = sched.wait_opt
 
@@ -43,15 +45,19 @@ function WaitGroup:add(d)
 end
 
 function WaitGroup:done() wg_add(self, -1, "done", 3) end
-function WaitGroup:count() return self.n end
+function WaitGroup:count()
+  check.self(self, WaitGroup, "orrery.waitgroup:count", "waitgroup")
+  return self.n
+end
 
 -- wait([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
 function WaitGroup:wait(opt)
+  check.self(self, WaitGroup, "orrery.waitgroup:wait", "waitgroup")
   if opt ~= nil then wait_opt("orrery.waitgroup:wait", 1, opt) end
   if self.n == 0 then return true end
   local ch = self.ch
   if not ch then
-    ch = chan.new(0, "waitgroup")
+    ch = chan.internal(0, self.role or "waitgroup")
     self.ch = ch
   end
   local _, _, err = ch:recv(opt)
@@ -63,17 +69,22 @@ local Mutex = {}
 Mutex.__index = Mutex
 
 function M.mutex()
-  return setmetatable({ ch = chan.new(1, "mutex") }, Mutex)
+  return setmetatable({ ch = chan.internal(1, "mutex") }, Mutex)
 end
 
 -- lock([timeout | ctx]) -> true, or nil, "timeout" | "canceled"
 function Mutex:lock(opt)
+  check.self(self, Mutex, "orrery.mutex:lock", "mutex")
   if opt ~= nil then wait_opt("orrery.mutex:lock", 1, opt) end
   return self.ch:send(true, opt)
 end
-function Mutex:try_lock() return (self.ch:try_send(true)) end
+function Mutex:try_lock()
+  check.self(self, Mutex, "orrery.mutex:try_lock", "mutex")
+  return (self.ch:try_send(true))
+end
 
 function Mutex:unlock()
+  check.self(self, Mutex, "orrery.mutex:unlock", "mutex")
   local _, ok = self.ch:try_recv()
   if not ok then error("orrery.mutex:unlock: unlock of unlocked mutex", 2) end
 end
@@ -85,17 +96,25 @@ function M.semaphore(n)
   if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then
     error("orrery.semaphore: bad argument #1 (positive integer expected)", 2)
   end
-  return setmetatable({ ch = chan.new(n, "semaphore"), size = n }, Sem)
+  return setmetatable({ ch = chan.internal(n, "semaphore"), size = n }, Sem)
 end
 
 function Sem:acquire(opt)
+  check.self(self, Sem, "orrery.semaphore:acquire", "semaphore")
   if opt ~= nil then wait_opt("orrery.semaphore:acquire", 1, opt) end
   return self.ch:send(true, opt)
 end
-function Sem:try_acquire() return (self.ch:try_send(true)) end
-function Sem:available() return self.size - self.ch:len() end
+function Sem:try_acquire()
+  check.self(self, Sem, "orrery.semaphore:try_acquire", "semaphore")
+  return (self.ch:try_send(true))
+end
+function Sem:available()
+  check.self(self, Sem, "orrery.semaphore:available", "semaphore")
+  return self.size - self.ch:len()
+end
 
 function Sem:release()
+  check.self(self, Sem, "orrery.semaphore:release", "semaphore")
   local _, ok = self.ch:try_recv()
   if not ok then error("orrery.semaphore:release: release without acquire", 2) end
 end
@@ -108,11 +127,17 @@ local Group = {}
 Group.__index = Group
 
 function M.group(parent)
+  if parent ~= nil and not context.is_ctx(parent) then
+    error("orrery.group: bad argument #1 (context expected, got " .. type(parent) .. ")", 2)
+  end
   local ctx, cancel = context.with_cancel(parent)
-  return setmetatable({ ctx = ctx, cancel = cancel, wg = M.waitgroup() }, Group)
+  local wg = M.waitgroup()
+  wg.role = "errgroup" -- so that the dump says "errgroup wait"
+  return setmetatable({ ctx = ctx, cancel = cancel, wg = wg }, Group)
 end
 
 function Group:go(fn, ...)
+  check.self(self, Group, "orrery.group:go", "group")
   if type(fn) ~= "function" then
     error("orrery.group:go: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
   end
@@ -135,6 +160,7 @@ end
 -- ended. It therefore waits under the root context, where a cancellation
 -- cannot cut the wait short.
 function Group:wait()
+  check.self(self, Group, "orrery.group:wait", "group")
   local wg = self.wg
   if wg.n > 0 then
     sched.with_ctx(context.root, function()

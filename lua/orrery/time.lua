@@ -3,6 +3,7 @@
 local C = require "orrery.ffi"
 local sched = require "orrery.sched"
 local chan = require "orrery.chan"
+local check = require "orrery.check"
 
 local park = sched.park
 local WAKE_TIMEOUT, PARKED = sched.WAKE_TIMEOUT, sched.PARKED
@@ -39,7 +40,7 @@ function M.timer(s, fn)
     error("orrery.timer: bad argument #2 (function expected, got " .. type(fn) .. ")", 2)
   end
   local t = setmetatable({ fn = fn }, Timer)
-  if not fn then t.c = chan.new(1, "timer") end
+  if not fn then t.c = chan.internal(1, "timer") end
   local ctx = sched.current_ctx()
   t.tm = sched.new_timer(function()
     if t.fn then
@@ -54,12 +55,14 @@ end
 
 -- Stops the timer; true if that prevented it from firing.
 function Timer:stop()
+  check.self(self, Timer, "orrery.timer:stop", "timer")
   return sched.timer_stop(self.tm)
 end
 
 -- Re-arms the timer for s seconds from now; true if it was still pending.
 -- As in Go, a value already delivered stays in the channel.
 function Timer:reset(s)
+  check.self(self, Timer, "orrery.timer:reset", "timer")
   check_secs("orrery.timer:reset", s)
   local was = sched.timer_stop(self.tm)
   sched.timer_start(self.tm, s)
@@ -79,7 +82,7 @@ Ticker.__index = Ticker
 function M.ticker(s)
   check_secs("orrery.ticker", s)
   if s <= 0 then error("orrery.ticker: bad argument #1 (period must be positive)", 2) end
-  local tk = setmetatable({ c = chan.new(1, "ticker"), period = s }, Ticker)
+  local tk = setmetatable({ c = chan.internal(1, "ticker"), period = s }, Ticker)
   tk.tm = sched.new_timer(function(tm)
     tk.c:try_send(C.orrery_ffi_now())
     if not tk.stopped then sched.timer_start(tm, tk.period) end
@@ -89,11 +92,13 @@ function M.ticker(s)
 end
 
 function Ticker:stop()
+  check.self(self, Ticker, "orrery.ticker:stop", "ticker")
   self.stopped = true
   sched.timer_stop(self.tm)
 end
 
 function Ticker:reset(s)
+  check.self(self, Ticker, "orrery.ticker:reset", "ticker")
   check_secs("orrery.ticker:reset", s)
   if s <= 0 then error("orrery.ticker:reset: bad argument #1 (period must be positive)", 2) end
   self.period = s

@@ -238,12 +238,32 @@ T.test("deadlock: the report, a dump of every coroutine, non-zero status", funct
   -- created, and its traceback.
   T.match(err, "coroutine 1 %(main%) %[select %[recv #%d+%]")
   T.match(err, "coroutine 2 %[chan receive on chan #%d+")
-  T.match(err, "coroutine 3 %[chan send on chan #%d+")
+  T.match(err, 'coroutine 3 %[chan send on chan #%d+ "jobs", ', "the channel's name")
   T.match(err, "created at [^\n]*%.lua:4\n", "where coroutine 2 was created")
   T.match(err, "created at [^\n]*%.lua:8\n", "where coroutine 3 was created")
   T.match(err, "%.lua:11", "main's traceback")
   T.match(err, "%.lua:6", "coroutine 2's traceback")
   T.match(err, "%.lua:3: in function", "coroutine 3's traceback")
+end)
+
+T.test("deadlock: the report names waitgroup, mutex and semaphore waits", function()
+  local st, _, err = script([[
+    local orrery = require "orrery"
+    local mu, sem, wg = orrery.mutex(), orrery.semaphore(1), orrery.waitgroup()
+    mu:lock()
+    sem:acquire()
+    wg:add(1)
+    orrery.go(function() mu:lock() end)
+    orrery.go(function() sem:acquire() end)
+    wg:wait()
+  ]])
+  T.eq(st, 2)
+  T.match(err, "^all coroutines are asleep %- deadlock!\n")
+  T.match(err, "coroutine 1 %(main%) %[waitgroup wait %(chan #%d+%), ")
+  T.match(err, "coroutine 2 %[mutex lock %(chan #%d+%), ")
+  T.match(err, "coroutine 3 %[semaphore acquire %(chan #%d+%), ")
+  T.match(err, "%.lua:8: in main chunk", "main's traceback")
+  T.ok(not err:find("[C]: in function 'wait'", 1, true), "no runtime frames")
 end)
 
 T.test("deadlock: a main blocked on an empty select or a lone receive", function()
@@ -265,4 +285,94 @@ T.test("no deadlock while a timer is pending", function()
   ]])
   T.eq(st, 0)
   T.eq(out, "late\ttrue\n")
+end)
+
+-- A fresh directory holding files = { [name] = source }; returns its path
+-- and a function that removes it.
+local function tree(files)
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. T.shquote(dir))
+  for name, src in pairs(files) do
+    local sub = name:match("^(.*)/[^/]*$")
+    if sub then os.execute("mkdir -p " .. T.shquote(dir .. "/" .. sub)) end
+    local h = io.open(dir .. "/" .. name, "w")
+    h:write(src)
+    h:close()
+  end
+  return dir, function() os.execute("rm -rf " .. T.shquote(dir)) end
+end
+
+-- Runs orrery with args from the working directory cwd.
+local function run_in(cwd, args, env)
+  local cmd = { "cd", T.shquote(cwd), "&&", "exec", T.shquote(T.exe) }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = T.shquote(a) end
+  return T.run({ "-c", table.concat(cmd, " ") }, { exe = "/bin/sh", env = env })
+end
+
+T.test("a script requires the modules next to it whatever the working directory", function()
+  local dir, rm = tree({
+    ["main.lua"] = 'print(require("httpc").name, require("lib").name)\n',
+    ["httpc.lua"] = 'return { name = "httpc" }\n',
+    ["lib/init.lua"] = 'return { name = "lib" }\n',
+  })
+  local st, out, err = run_in("/", { dir .. "/main.lua" })
+  T.eq(err, "")
+  T.eq(out, "httpc\tlib\n")
+  T.eq(st, 0)
+  -- A relative path to the script works the same.
+  st, out, err = run_in(dir .. "/lib", { "../main.lua" })
+  T.eq(err, "")
+  T.eq(out, "httpc\tlib\n")
+  T.eq(st, 0)
+  rm()
+end)
+
+T.test("the script's directory comes before LUA_PATH, the embedded orrery.* before both", function()
+  local dir, rm = tree({
+    ["main.lua"] = [[
+      print(require("which"), require("orrery").version ~= nil, require("orrery.json").encode({ 1 }))
+      print((package.path:match("^[^;]*")))
+    ]],
+    ["which.lua"] = 'return "script dir"\n',
+    ["orrery.lua"] = 'error("a file must not shadow the embedded orrery")\n',
+    ["orrery/json.lua"] = 'error("nor orrery.json")\n',
+  })
+  local other, rm2 = tree({ ["which.lua"] = 'return "LUA_PATH"\n', ["only.lua"] = 'return 1\n' })
+  local st, out, err = run_in("/", { dir .. "/main.lua" }, { LUA_PATH = other .. "/?.lua;;" })
+  T.eq(err, "")
+  T.eq(out, "script dir\ttrue\t[1]\n" .. dir .. "/?.lua\n")
+  T.eq(st, 0)
+  rm()
+  rm2()
+end)
+
+T.test("LUA_PATH and LUA_CPATH are honoured, ';;' standing for the default path", function()
+  local dir, rm = tree({ ["mod.lua"] = 'return "from LUA_PATH"\n' })
+  local st, out, err = T.run({ "-e", [[
+    print(require("mod"))
+    print(package.path:find("./?.lua", 1, true) ~= nil, package.cpath:find("/cx/?.so", 1, true) == 1)
+  ]] }, { env = { LUA_PATH = dir .. "/?.lua;;", LUA_CPATH = "/cx/?.so;;" } })
+  T.eq(err, "")
+  T.eq(out, "from LUA_PATH\ntrue\ttrue\n")
+  T.eq(st, 0)
+  -- Without ";;" the default is replaced: "./?.lua" is gone.
+  st, out = T.run({ "-e", 'print(package.path)' }, { env = { LUA_PATH = dir .. "/?.lua" } })
+  T.eq(st, 0)
+  T.eq(out, dir .. "/?.lua\n")
+  rm()
+end)
+
+T.test("-e and the REPL both have the global orrery", function()
+  local st, out, err = T.run({ "-e", 'orrery.sleep(0.001); print(orrery.version == require("orrery").version)' })
+  T.eq(err, "")
+  T.eq(out, "true\n")
+  T.eq(st, 0)
+  st, out, err = T.run({ "repl" }, { stdin = 'orrery.sleep(0.001)\nprint(orrery == require("orrery"))\n' })
+  T.eq(err, "")
+  T.match(out, "true\n")
+  T.eq(st, 0)
+  -- A script requires it, as any module.
+  st, out = script('print(orrery)')
+  T.eq(out, "nil\n")
 end)
