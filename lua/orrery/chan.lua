@@ -256,7 +256,13 @@ function M.select(cases)
   end
   local timeout, xctx = -1, nil
   if cases.timeout ~= nil then timeout, xctx = wait_opt("orrery.select", 1, cases.timeout) end
-  if cases.ctx ~= nil then xctx = select(2, wait_opt("orrery.select", 1, cases.ctx)) end
+  local cx = cases.ctx
+  if cx ~= nil then
+    if type(cx) ~= "table" or cx.parked == nil then
+      error("orrery.select: bad option ctx (context expected, got " .. type(cx) .. ")", 2)
+    end
+    xctx = cx
+  end
   local r = C.orrery_ffi_select(n, sel_chans, sel_kinds, iob, cases.default and 0 or 1, timeout)
   if r == OP_BLOCK then
     if cases.default then return nil, "default" end

@@ -245,3 +245,9 @@ T.test("bad arguments raise errors naming orrery.select", function()
   local err = T.raises(function() select { true } end, "orrery.select: bad case #1")
   T.match(err, "select_test.lua:%d+:", "the error points at the caller")
 end)
+
+T.test("select refuses a ctx option that is not a context", function()
+  local orrery = require "orrery"
+  local ch = orrery.chan()
+  T.raises(function() orrery.select { ch:recv_case(), ctx = 1 } end, "bad option ctx")
+end)
