@@ -3,6 +3,7 @@
 #ifndef ORRERY_HOST_H
 #define ORRERY_HOST_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 #include <lua.h>
@@ -98,6 +99,8 @@ struct co_s {
   co_t *next_ready;
   double since;          /* when it parked, for the dump */
   const char *wait_what; /* free text for WAIT_IO / WAIT_EXTERNAL */
+  const char *site;      /* "file:line" it was created at (a Lua string
+                            anchored by the binding while it lives) */
   const void *wait_obj;  /* what it waits on (a channel), for the dump */
   struct {
     sched_undo_fn fn;
@@ -132,6 +135,11 @@ struct host_s {
   uint64_t next_chanid;
   co_t *ready_head, *ready_tail;
   co_t *current;
+  /* Bumped by the scheduler around every resume and by the loop around
+   * every poll; the watchdog thread reads it (loop.c). */
+  _Atomic uint32_t beat;
+  uint32_t nbeat;
+  _Atomic int polling; /* the loop is blocked in the poll: not stuck */
   co_t *main;
   double tick; /* coarse time of the current scheduling round */
   /* Timer heap: every sleep, operation timeout and Lua timer. */
@@ -223,6 +231,11 @@ int loop_run(host_t *h);
 void loop_close(host_t *h);
 void loop_dump(host_t *h);
 void loop_watch_signals(host_t *h);
+/* The watchdog: when the loop has not completed a turn for timeout
+ * seconds, report the running coroutine and act (LOOP_WD_*). A timeout
+ * <= 0 turns it off. */
+enum { LOOP_WD_REPORT = 0, LOOP_WD_INTERRUPT, LOOP_WD_EXIT };
+int loop_watchdog(host_t *h, double timeout, int action);
 void loop_set_grace(host_t *h, double secs);
 
 /* A worker (loop.c): host_new makes the loop, the Lua state (standard

@@ -90,6 +90,7 @@ static int l_spawn(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->tables_ref);
   lua_rawgeti(L, -1, TAB_SITE);
   push_site(L);
+  co->site = lua_tostring(L, -1); /* anchored by the sites table */
   lua_rawseti(L, -2, co->slot);
   lua_pop(L, 2);
   lua_pushinteger(L, co->slot);
@@ -250,6 +251,17 @@ static int l_set_grace(lua_State *L) {
   return 0;
 }
 
+/* core.watchdog(timeout, action): see loop_watchdog; timeout <= 0 stops. */
+static int l_watchdog(lua_State *L) {
+  host_t *h = get_host(L);
+  double t = luaL_checknumber(L, 1);
+  static const char *const actions[] = {"report", "interrupt", "exit", NULL};
+  int action = luaL_checkoption(L, 2, "report", actions);
+  if (loop_watchdog(h, t, action) != 0)
+    return luaL_error(L, "orrery.watchdog: cannot start its thread");
+  return 0;
+}
+
 static int l_cdef(lua_State *L) {
   const embed_t *e = embed_find("@cdef");
   lua_pushlstring(L, e->src, e->len);
@@ -266,6 +278,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"stats", l_stats},
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
+                                 {"watchdog", l_watchdog},
                                  {"cdef", l_cdef},
                                  {"readline", repl_readline},
                                  {NULL, NULL}};

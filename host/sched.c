@@ -216,6 +216,7 @@ void sched_run_ready(host_t *h) {
     }
     co->state = CO_RUNNING;
     h->current = co;
+    atomic_store_explicit(&h->beat, ++h->nbeat, memory_order_relaxed);
     int st = lua_resume(co->L, nargs);
     h->current = NULL;
     if (st == LUA_YIELD) {

@@ -219,6 +219,35 @@ function M.on_shutdown(fn)
   on_shutdown[#on_shutdown + 1] = fn
 end
 
+-- watchdog{ timeout = s, action = "report" | "interrupt" | "exit" } or
+-- watchdog(false): when the loop has not completed a turn for timeout
+-- seconds (one coroutine kept the thread busy), a thread of its own
+-- reports the running coroutine on stderr and, as asked, interrupts it
+-- with an error or ends the process with status 70. Off by default; also
+-- ORRERY_WATCHDOG=SECONDS[:action]. See docs/runtime.md.
+function M.watchdog(opts)
+  if opts == false then
+    core.watchdog(0, "report")
+    return
+  end
+  if type(opts) ~= "table" then
+    error("orrery.watchdog: bad argument #1 (options table or false expected, got " .. type(opts) .. ")", 2)
+  end
+  for k in pairs(opts) do
+    if k ~= "timeout" and k ~= "action" then
+      error(("orrery.watchdog: unknown option %s"):format(tostring(k)), 2)
+    end
+  end
+  local t, action = opts.timeout, opts.action or "report"
+  if type(t) ~= "number" or not (t > 0) then
+    error("orrery.watchdog: option timeout must be a positive number of seconds", 2)
+  end
+  if action ~= "report" and action ~= "interrupt" and action ~= "exit" then
+    error("orrery.watchdog: option action must be \"report\", \"interrupt\" or \"exit\"", 2)
+  end
+  core.watchdog(t, action)
+end
+
 -- set_grace(s): how long SIGINT/SIGTERM wait for coroutines (default 5).
 function M.set_grace(s)
   if type(s) ~= "number" or s ~= s or s < 0 then
