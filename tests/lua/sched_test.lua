@@ -243,3 +243,30 @@ T.test("a busy coroutine that keeps yielding does not starve timers", function()
   T.eq(st, 0, "the child hung (137 = killed after 5s)")
   T.eq(out, "sleep returned\ntrue\n")
 end, { timeout = 20 })
+
+-- The parking protocol: a wake meant for one wait (its token) can never
+-- end a later wait of the same coroutine.
+T.test("a stale wake token does not reach a later wait", function()
+  local C = require "orrery.ffi"
+  local sched = require "orrery.sched"
+  local a, b = orrery.chan(), orrery.chan()
+  local slot, tok1
+  local got = orrery.chan(4)
+  local id = orrery.go(function()
+    slot = C.orrery_ffi_co_slot()
+    got:send({ a:recv() })
+    got:send({ b:recv() })
+  end)
+  T.settle({ id })
+  tok1 = C.orrery_ffi_co_token(slot)
+  T.ne(tok1, 0)
+  a:send("first")
+  T.eq(got:recv(), { "first", true })
+  T.settle({ id })
+  local tok2 = C.orrery_ffi_co_token(slot)
+  T.ne(tok2, tok1)
+  T.eq(C.orrery_ffi_wake(slot, tok1, sched.WAKE_CANCELED), 0)
+  T.eq(select(2, got:try_recv()), false) -- still parked on b
+  T.eq(C.orrery_ffi_wake(slot, tok2, sched.WAKE_CANCELED), 1)
+  T.eq(got:recv(), { nil, false, "canceled" })
+end)
