@@ -150,6 +150,7 @@ struct host_s {
   uint32_t nfired, fired_cap;
   uint64_t rng;
   int exiting;
+  uint8_t panic_continue; /* a panic is reported, the process goes on */
   int exit_code;
   host_up_fn up;
   sched_retire_fn retire[SCHED_RETIRE_MAX];
@@ -237,6 +238,10 @@ void loop_watch_signals(host_t *h);
 enum { LOOP_WD_REPORT = 0, LOOP_WD_INTERRUPT, LOOP_WD_EXIT };
 int loop_watchdog(host_t *h, double timeout, int action);
 void loop_set_grace(host_t *h, double secs);
+/* Interactive mode (the REPL): SIGINT interrupts the running command
+ * ("interrupt" up into Lua, and an error in Lua code that computes)
+ * instead of starting the shutdown. */
+void loop_set_interactive(host_t *h, int on);
 
 /* A worker (loop.c): host_new makes the loop, the Lua state (standard
  * libraries open) and the scheduler; host_run runs them; host_free closes

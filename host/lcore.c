@@ -262,6 +262,12 @@ static int l_watchdog(lua_State *L) {
   return 0;
 }
 
+/* core.interactive(on): the REPL's mode (loop_set_interactive). */
+static int l_interactive(lua_State *L) {
+  loop_set_interactive(get_host(L), lua_toboolean(L, 1));
+  return 0;
+}
+
 static int l_cdef(lua_State *L) {
   const embed_t *e = embed_find("@cdef");
   lua_pushlstring(L, e->src, e->len);
@@ -279,6 +285,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
                                  {"watchdog", l_watchdog},
+                                 {"interactive", l_interactive},
                                  {"cdef", l_cdef},
                                  {"readline", repl_readline},
                                  {NULL, NULL}};

@@ -42,6 +42,7 @@ struct loop_s {
   uv_async_t relay;
   volatile sig_atomic_t nshutdown; /* SIGINT/SIGTERM received */
   volatile sig_atomic_t first_sig, quit;
+  volatile sig_atomic_t interactive, interrupts;
   int shutdown_sig; /* the first SIGINT/SIGTERM, once the loop has seen it */
   double grace;
   uv_timer_t grace_timer;
@@ -65,6 +66,13 @@ static void on_grace(uv_timer_t *t) {
 static void on_relay(uv_async_t *a) {
   struct loop_s *lp = a->data;
   host_t *h = lp->h;
+  if (lp->interrupts) {
+    lp->interrupts = 0;
+    /* The loop runs, so no Lua code was computing: an interrupt hook set
+     * by the handler must not fire in the Lua handler below instead. */
+    lua_sethook(h->L, NULL, 0, 0);
+    host_up(h, "interrupt", SIGINT);
+  }
   if (lp->quit) {
     lp->quit = 0;
     fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
@@ -84,11 +92,28 @@ static void write_str(const char *s) {
   (void)r;
 }
 
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
 static void on_signal(int signum) {
   struct loop_s *lp = atomic_load(&sig_target);
   if (!lp) return;
   int saved = errno;
-  if (signum == SIGQUIT) {
+  if (signum == SIGINT && lp->interactive) {
+    /* Lua code that computes (rather than waits) is stopped with an
+     * error at its next interpreted instruction, as the luajit binary
+     * does; waits are ended by the Lua side's "interrupt" handler. */
+    host_t *h = lp->h;
+    if (!atomic_load(&h->polling)) {
+      co_t *co = *(co_t *volatile *)&h->current;
+      lua_sethook(co ? co->L : h->L, interrupt_hook,
+                  LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    }
+    lp->interrupts = 1;
+  } else if (signum == SIGQUIT) {
     lp->quit = 1;
   } else if (lp->nshutdown++ == 0) {
     lp->first_sig = signum;
@@ -169,6 +194,11 @@ void loop_watch_signals(host_t *h) {
 
 void loop_set_grace(host_t *h, double secs) {
   h->lp->grace = secs;
+}
+
+void loop_set_interactive(host_t *h, int on) {
+  h->lp->interactive = on;
+  h->panic_continue = (uint8_t)on;
 }
 
 /* -- The watchdog --

@@ -232,7 +232,7 @@ void sched_run_ready(host_t *h) {
     int is_main = co == h->main;
     if (st != 0) {
       report_error(h, co, is_main);
-      sched_exit(h, is_main ? 1 : 2);
+      if (is_main || !h->panic_continue) sched_exit(h, is_main ? 1 : 2);
     } else if (is_main) {
       sched_exit(h, 0);
     }

@@ -92,3 +92,48 @@ T.test("the REPL exits 0 at the end of input, also without a final newline", fun
   T.eq(out, "")
   T.eq(st, 0)
 end)
+
+-- Regression: Ctrl-C (SIGINT) cancelled the root context and ended the
+-- session after the grace period, with status 130.
+T.test("SIGINT interrupts the running command and the session goes on", function()
+  local st, out, err = repl(table.concat({
+    'ffi = require "ffi"; ffi.cdef "int getpid(void); int kill(int, int);"',
+    -- A coroutine sends the signal while the command waits. It arrives
+    -- while Lua code runs (the sender's), which is stopped with the error
+    -- "interrupted", as Lua code that computes would be; the waiting
+    -- command wakes with "canceled".
+    'orrery.go(function() ffi.C.kill(ffi.C.getpid(), 2) end); print(orrery.sleep(30))',
+    'print("alive", orrery.context.background():err())',
+    "",
+  }, "\n"))
+  T.eq(st, 0, err)
+  T.eq(lines(out), { "nil\tcanceled", "alive\tnil" })
+  T.match(err, "panic in coroutine %d+: interrupted")
+end)
+
+T.test("a panic in a coroutine started at the prompt is printed and the session goes on", function()
+  local st, out, err = repl(table.concat({
+    "x = 41",
+    "orrery.go(function() local cfg; print(cfg.port) end); orrery.sleep(0)",
+    "x + 1",
+    "",
+  }, "\n"))
+  T.eq(st, 0)
+  T.match(err, "panic in coroutine %d+: stdin:1: attempt to index local 'cfg'")
+  T.eq(lines(out), { "42" })
+end)
+
+T.test("=expr, and errors shown with their position without the REPL's frames", function()
+  local st, out = repl('=1 + 2\nerror("boom")\n')
+  T.eq(st, 0)
+  local l = lines(out)
+  T.eq(l[1], "3")
+  T.eq(l[2], "stdin:1: boom")
+  T.ok(not out:find("[orrery]", 1, true), "the REPL's own frames are left out")
+end)
+
+T.test("orrery repl takes no arguments", function()
+  local st, _, err = T.run({ "repl", "extra" }, { stdin = "", timeout = 20 })
+  T.eq(st, 2)
+  T.match(err, "unexpected argument 'extra'")
+end)
