@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* json.c -- orrery.json.core: decode JSON text straight into Lua values
- * (strict parsing in json_check.c) and encode Lua values as JSON. */
+ * (strict parsing in json_parse.c) and encode Lua values as JSON. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "host.h"
-#include "json_check.h"
+#include "json_parse.h"
 
 #define FN_DECODE "orrery.json.decode"
 #define FN_ENCODE "orrery.json.encode"
@@ -26,7 +26,7 @@
 
 /* The module's error messages: printf formats, raised by the encoder as
  * "orrery.json.encode: <message> at <path>"; the decoder's own messages
- * are in json_check.c. */
+ * are in json_parse.c. */
 enum {
   E_NAN,
   E_INF,

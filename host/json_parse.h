@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* json_check.h -- strict RFC 8259 JSON parsing and the string and number
+/* json_parse.h -- strict RFC 8259 JSON parsing and the string and number
  * encoders, in plain C (no Lua) so that host/json.c and the fuzzer share
  * exactly the same code. */
-#ifndef ORRERY_JSON_CHECK_H
-#define ORRERY_JSON_CHECK_H
+#ifndef ORRERY_JSON_PARSE_H
+#define ORRERY_JSON_PARSE_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* json_check.c -- strict JSON (RFC 8259) parser that drives a sink, and
+/* json_parse.c -- strict JSON (RFC 8259) parser that drives a sink, and
  * the string and number encoders; plain C, shared by json.c and the
  * fuzzer (host/fuzz_json.c). */
 #include <float.h>
@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_check.h"
+#include "json_parse.h"
 
-/* The stable error messages, indexed by code (json_check.h). */
+/* The stable error messages, indexed by code (json_parse.h). */
 static const char *const json_errmsg[] = {
     [JSON_OK] = "ok",
     [JSON_EEND] = "unexpected end of input",
