@@ -6,6 +6,7 @@
 -- this module owns the policy: handler calls, errors, timeouts, limits on
 -- connections, logging and shutdown (docs/http.md).
 local hcore = require "orrery.http.core"
+local common = require "orrery.http.common"
 local net = require "orrery.net"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
@@ -54,23 +55,12 @@ M.defaults = {
   access_log = false,
 }
 
--- -- Errors with a status --
-
-local HttpError = {}
-HttpError.__index = HttpError
-HttpError.__tostring = function(e)
-  return ("http error %d: %s"):format(e.status, tostring(e.body))
-end
+-- Errors with a status and status lines live in orrery.http.common,
+-- which the router shares.
+local HttpError = common.HttpError
 M.HttpError = HttpError
-
---- http.error(status [, body [, headers]]): raises an error that the server
--- answers with this status instead of 500.
-function M.error(status, body, headers)
-  if type(status) ~= "number" or status < 100 or status > 999 then
-    error("orrery.http.error: bad argument #1 (status expected)", 2)
-  end
-  error(setmetatable({ status = status, body = body, headers = headers }, HttpError), 2)
-end
+M.error = common.error
+M.status_text = common.status_text
 
 local json
 local function json_mod()
@@ -87,10 +77,7 @@ local Req = {}
 M.Req = Req
 local EMPTY = setmetatable({}, { __newindex = function() error("req.params is read-only here", 2) end })
 
-local function unescape(s)
-  if not s:find("%", 1, true) then return s end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local unescape = common.unescape
 M.unescape = unescape
 
 local function parse_query(qs)
@@ -187,6 +174,13 @@ function Req:read()
 end
 
 local body_status = { too_large = 413, timeout = 408, bad_request = 400, closed = 400 }
+
+-- req:_with_timeout(secs, fn) -> ok, status, body, headers: fn(req) under
+-- a deadline (call_with_timeout); how the router runs a route's timeout
+-- without depending on this module.
+function Req:_with_timeout(secs, fn)
+  return M.call_with_timeout(self, secs, fn)
+end
 
 --- req:json() -> the decoded body; raises an http error (400, 413, 408)
 -- when the body cannot be read or is not JSON.
@@ -673,21 +667,5 @@ function Server:close()
 end
 
 function Server:connections() return self.nconns end
-
-local status_text = {
-  [100] = "Continue", [101] = "Switching Protocols", [200] = "OK", [201] = "Created",
-  [202] = "Accepted", [204] = "No Content", [206] = "Partial Content",
-  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other", [304] = "Not Modified",
-  [307] = "Temporary Redirect", [308] = "Permanent Redirect", [400] = "Bad Request",
-  [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
-  [405] = "Method Not Allowed", [406] = "Not Acceptable", [408] = "Request Timeout",
-  [409] = "Conflict", [410] = "Gone", [411] = "Length Required", [412] = "Precondition Failed",
-  [413] = "Content Too Large", [414] = "URI Too Long", [415] = "Unsupported Media Type",
-  [417] = "Expectation Failed", [422] = "Unprocessable Content", [429] = "Too Many Requests",
-  [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
-  [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
-  [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
-}
-function M.status_text(s) return status_text[s] end
 
 return M
