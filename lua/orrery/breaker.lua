@@ -38,8 +38,9 @@ M.Breaker = Breaker
 local callable = check.callable
 
 local function opt_number(fname, opts, key, strict)
-  return check.number_opt(fname, opts, key, { strict = strict, inf = true,
+  local v = check.number_opt(fname, opts, key, { strict = strict, inf = true,
     what = strict and "positive number" or "non-negative number" }, 4)
+  return v -- not a tail call, which would drop a level from the error's
 end
 
 local KNOWN = {

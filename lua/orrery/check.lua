@@ -24,12 +24,14 @@ end
 --   "<fname>: unknown option 'prot'"
 --   "<fname>: bad option '<key>' (<what> expected, got <value>)"
 
--- opts(fname, opts, known, level) -> opts (a new empty table for nil);
--- known is a set of option names.
-function M.opts(fname, opts, known, level)
+-- opts(fname, opts, known, level [, argn]) -> opts (a new empty table for
+-- nil); known is a set of option names, argn the argument's position
+-- (default 1).
+function M.opts(fname, opts, known, level, argn)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), level)
+    error(("%s: bad argument #%d (options table expected, got %s)"):format(fname, argn or 1, type(opts)),
+      level)
   end
   for k in pairs(opts) do
     if not known[k] then error(("%s: unknown option '%s'"):format(fname, tostring(k)), level) end
@@ -59,11 +61,17 @@ function M.number_opt(fname, opts, key, how, level)
   return v
 end
 
--- port_opt(fname, opts, key, level) -> opts[key]: nil or a port number,
--- an integer from 0 to 65535.
+-- is_port(v): v is a port number, an integer from 0 to 65535.
+M.PORT = "integer from 0 to 65535"
+function M.is_port(v)
+  return type(v) == "number" and v >= 0 and v <= 65535 and v % 1 == 0
+end
+
+-- port_opt(fname, opts, key, level) -> opts[key]: nil or a port number.
 function M.port_opt(fname, opts, key, level)
-  return M.number_opt(fname, opts, key, { int = true, max = 65535, what = "port (integer from 0 to 65535)" },
-    level + 1)
+  local v = opts[key]
+  if v ~= nil and not M.is_port(v) then M.bad_opt(fname, key, M.PORT, v, level + 1) end
+  return v
 end
 
 -- type_opt(fname, opts, key, tname, level) -> opts[key]: nil or a value

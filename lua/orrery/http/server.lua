@@ -11,6 +11,7 @@ local net = require "orrery.net"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
 local chan = require "orrery.chan"
+local check = require "orrery.check"
 local C = require "orrery.ffi"
 local ffi = require "ffi"
 
@@ -201,11 +202,11 @@ local function default_log(msg)
   io.stderr:flush()
 end
 
--- The log function of a server: the user's, falling back to stderr if it
--- raises (a log call must never take a connection or the server down).
+-- The log function of a server: the user's (a function, checked with the
+-- options), falling back to stderr if it raises (a log call must never
+-- take a connection or the server down).
 local function safe_log(fn)
   if fn == nil then return default_log end
-  if type(fn) ~= "function" then error("orrery.http.serve: option log must be a function", 3) end
   return function(msg)
     local ok, err = pcall(fn, msg)
     if not ok then
@@ -504,39 +505,61 @@ local Server = {}
 Server.__index = Server
 M.Server = Server
 
-local function check_opts(opts)
+-- Options beyond M.defaults.
+local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true }
+for k in pairs(M.defaults) do KNOWN[k] = true end
+local COUNT = { min = 1, int = true, what = "positive integer" }
+local SECONDS = { what = "seconds or false" }
+
+-- The options merged over M.defaults, checked. Errors name the caller of
+-- the public function (serve or listen) that called start(), which calls
+-- this: level 5 for orrery.check's checks.
+local function check_opts(F, opts)
+  local L = 5
+  check.opts(F, opts, KNOWN, L, 2)
   local o = {}
   for k, v in pairs(M.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
+  check.type_opt(F, o, "host", "string", L)
+  check.port_opt(F, o, "port", L)
+  check.type_opt(F, o, "unix", "string", L)
+  check.number_opt(F, o, "backlog", COUNT, L)
   for _, k in ipairs { "max_header_bytes", "max_uri_length", "max_headers", "max_body_size",
     "max_connections" } do
-    if type(o[k]) ~= "number" or o[k] < 1 then
-      error(("orrery.http.serve: option %s must be a positive number"):format(k), 3)
-    end
+    if o[k] == nil then check.bad_opt(F, k, COUNT.what, nil, L) end
+    check.number_opt(F, o, k, COUNT, L)
   end
   for _, k in ipairs { "read_header_timeout", "read_body_timeout", "write_timeout",
     "idle_timeout", "handler_timeout", "shutdown_timeout", "linger" } do
-    local v = o[k]
-    if v ~= false and v ~= nil and (type(v) ~= "number" or v < 0) then
-      error(("orrery.http.serve: option %s must be seconds or false"):format(k), 3)
-    end
+    if o[k] ~= false then check.number_opt(F, o, k, SECONDS, L) end
   end
+  if o.log ~= nil and type(o.log) ~= "function" then
+    error(F .. ": option log must be a function", L - 1)
+  end
+  local al = o.access_log
+  if type(al) ~= "boolean" and type(al) ~= "function" then
+    error(("%s: bad option 'access_log' (boolean or function expected, got %s)"):format(F, type(al)), L - 1)
+  end
+  check.func_opt(F, o, "on_bad_request", L)
+  if o.ctx ~= nil and not context.is_ctx(o.ctx) then
+    error(("%s: bad option 'ctx' (context expected, got %s)"):format(F, type(o.ctx)), L - 1)
+  end
+  check.type_opt(F, o, "background", "boolean", L)
   return o
 end
 
-local function to_handler(h)
+local function to_handler(F, h)
   if type(h) == "function" then return h end
   if type(h) == "table" and type(h.handler) == "function" then return h:handler() end
   local mt = getmetatable(h)
   if mt and mt.__call then return function(req) return h(req) end end
-  error("orrery.http.serve: bad argument #1 (handler function or router expected)", 3)
+  error(F .. ": bad argument #1 (handler function or router expected)", 4)
 end
 
---- http.listen(handler_or_router, opts) -> server | nil, err: starts
--- serving in the background and returns at once.
-function M.listen(handler, opts)
-  local fn = to_handler(handler)
-  local o = check_opts(opts)
+-- Starts serving for http.listen and http.serve (F names which).
+local function start(F, handler, opts)
+  local fn = to_handler(F, handler)
+  local o = check_opts(F, opts)
   -- A router's routes may allow bodies larger than max_body_size: the
   -- head of a request is checked against the largest limit.
   local route_max = type(handler) == "table" and rawget(handler, "max_route_body") or 0
@@ -573,11 +596,18 @@ function M.listen(handler, opts)
   return srv
 end
 
+--- http.listen(handler_or_router, opts) -> server | nil, err: starts
+-- serving in the background and returns at once.
+function M.listen(handler, opts)
+  local srv, err = start("orrery.http.listen", handler, opts)
+  return srv, err
+end
+
 --- http.serve(handler_or_router, opts) -> server: serves until the server
 -- is shut down (SIGTERM, server:shutdown() from another coroutine); with
 -- opts.background it returns at once like http.listen.
 function M.serve(handler, opts)
-  local srv, err = M.listen(handler, opts)
+  local srv, err = start("orrery.http.serve", handler, opts)
   if not srv then error("orrery.http.serve: cannot listen: " .. tostring(err), 2) end
   if opts and opts.background then return srv end
   srv:wait()
