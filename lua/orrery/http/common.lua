@@ -20,8 +20,9 @@ M.HttpError = HttpError
 --- http.error(status [, body [, headers]]): raises an error that the server
 -- answers with this status instead of 500.
 function M.error(status, body, headers)
-  if type(status) ~= "number" or status < 100 or status > 999 then
-    error("orrery.http.error: bad argument #1 (status expected)", 2)
+  if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
+    error(("orrery.http.error: bad argument #1 (status from 100 to 599 expected, got %s)")
+      :format(type(status) == "number" and tostring(status) or type(status)), 2)
   end
   error(setmetatable({ status = status, body = body, headers = headers }, HttpError), 2)
 end

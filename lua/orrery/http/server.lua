@@ -183,15 +183,41 @@ function Req:_with_timeout(secs, fn)
   return M.call_with_timeout(self, secs, fn)
 end
 
+-- Whether the client's Accept header allows a JSON answer: it lists
+-- application/json, a +json type, application/* or */* with a non-zero
+-- q. Without an Accept header the answer stays text/plain.
+local function accepts_json(req)
+  local accept = req:header("Accept")
+  if not accept then return false end
+  for part in accept:lower():gmatch("[^,]+") do
+    local mt = part:match("^%s*([^;%s]+)")
+    local q = tonumber(part:match(";%s*q%s*=%s*([%d.]+)")) or 1
+    if mt and q > 0 and (mt == "application/json" or mt == "application/*" or mt == "*/*"
+      or mt:find("^application/[^/]*%+json$")) then
+      return true
+    end
+  end
+  return false
+end
+M.accepts_json = accepts_json
+
+-- Raises the http error of req:json(): { "error": msg } as JSON when the
+-- client accepts it, else msg as text.
+local function json_error(req, status, msg)
+  if accepts_json(req) and json_mod() then M.error(status, { error = msg }) end
+  M.error(status, msg .. "\n")
+end
+
 --- req:json() -> the decoded body; raises an http error (400, 413, 408)
--- when the body cannot be read or is not JSON.
+-- when the body cannot be read or is not JSON, answered as JSON
+-- ({"error": "..."}) when the client's Accept allows it.
 function Req:json()
   local b, err = self:body()
-  if not b then M.error(body_status[err] or 400, "cannot read the request body: " .. err .. "\n") end
+  if not b then json_error(self, body_status[err] or 400, "cannot read the request body: " .. err) end
   local j = json_mod()
   if not j then error("orrery.http: orrery.json is not available", 2) end
   local v, jerr = j.decode(b)
-  if v == nil and jerr then M.error(400, "invalid JSON: " .. jerr .. "\n") end
+  if v == nil and jerr then json_error(self, 400, "invalid JSON: " .. jerr) end
   return v
 end
 
@@ -306,6 +332,28 @@ local function internal_error(srv, req, msg)
   srv.log(("http: handler error: %s %s: %s"):format(req.method, req.path, tostring(msg)))
 end
 
+local function show(v)
+  if type(v) == "string" then return ("%q"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
+  if type(v) == "number" then return tostring(v) end
+  return type(v)
+end
+
+-- What is wrong with a handler's status, or nil: a status is an integer
+-- from 100 to 599 (a string in first place is a body, but one that reads
+-- like a status, followed by more values, is a status returned as a
+-- string by mistake).
+local function bad_status(status, body)
+  local ts = type(status)
+  if ts == "number" then
+    if status >= 100 and status <= 599 and status % 1 == 0 then return nil end
+    return ("returned status %s: an integer from 100 to 599 expected"):format(show(status))
+  elseif ts == "string" and body ~= nil and status:find("^%s*%d%d%d%s*$") then
+    return ("returned status %s as a string, then a %s: return the status as a number")
+      :format(show(status), type(body))
+  end
+  return nil
+end
+
 -- Calls the handler and writes its response. Returns false when the
 -- connection cannot be used again.
 local function handle(srv, st, c, req)
@@ -329,6 +377,11 @@ local function handle(srv, st, c, req)
       status, body, headers = 500, "Internal Server Error\n", nil
     end
   end
+  local bad = bad_status(status, body)
+  if bad then
+    internal_error(srv, req, "handler " .. bad)
+    status, body, headers = 500, "Internal Server Error\n", nil
+  end
   local ts = type(status)
   if ts ~= "number" then
     if status == nil then
@@ -343,8 +396,9 @@ local function handle(srv, st, c, req)
   local sent, bytes = send(srv, st, c, req, status, body, headers)
   if sent == false and type(bytes) == "string" then
     -- Encoding failed before anything was written (bad header, status or
-    -- JSON value): answer 500 instead.
-    internal_error(srv, req, bytes)
+    -- JSON value): answer 500 instead, saying what the handler returned.
+    internal_error(srv, req, ("handler returned an unusable response (status %s, body %s, headers %s): %s")
+      :format(show(status), show(body), show(headers), bytes))
     sent, bytes = send(srv, st, c, req, 500, "Internal Server Error\n", nil)
     status = 500
   end
