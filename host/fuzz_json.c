@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* fuzz_json.c -- libFuzzer target for json_check.c: the strict parser
+/* fuzz_json.c -- libFuzzer target for json_parse.c: the strict parser
  * checked against cJSON as a reference, and the string and number
  * encoders checked by round trips through the parser. */
 #include <float.h>
@@ -11,7 +11,7 @@
 
 #include <cJSON.h>
 
-#include "json_check.h"
+#include "json_parse.h"
 
 /* cJSON refuses numbers longer than its 63-byte buffer and nesting beyond
  * 1000, both of which are valid JSON; inputs that go there are only

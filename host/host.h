@@ -9,7 +9,13 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+/* The build hides every symbol by default (-fvisibility=hidden): only the
+ * FFI surface is exported, so that ffi.C resolves it in the executable and
+ * nothing else (internals, llhttp) leaks into the dynamic symbol table.
+ * Definitions inherit the visibility of these declarations. */
+#pragma GCC visibility push(default)
 #include "ffi_cdef.h"
+#pragma GCC visibility pop
 
 #define ORRERY_VERSION "0.1.0"
 

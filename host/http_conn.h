@@ -12,11 +12,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "errors.h"
 #include "http_parse.h"
 #include "net.h"
 
-/* Body errors. */
-enum { B_OK = 0, B_TOO_LARGE, B_TIMEOUT, B_CLOSED, B_BAD };
+/* Body errors B_OK, B_TOO_LARGE, ...: the list is in errors.h. */
 
 /* Response framing of a streamed response. */
 enum { M_NONE = 0, M_CHUNKED, M_LENGTH, M_EOF };

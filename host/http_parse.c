@@ -274,25 +274,21 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-static const llhttp_settings_t *settings(void) {
-  static llhttp_settings_t s;
-  static int ready;
-  if (!ready) {
-    llhttp_settings_init(&s);
-    s.on_message_begin = on_message_begin;
-    s.on_method = on_method;
-    s.on_url = on_url;
-    s.on_header_field = on_header_field;
-    s.on_header_field_complete = on_header_field_complete;
-    s.on_header_value = on_header_value;
-    s.on_header_value_complete = on_header_value_complete;
-    s.on_headers_complete = on_headers_complete;
-    s.on_body = on_body;
-    s.on_message_complete = on_message_complete;
-    ready = 1;
-  }
-  return &s;
-}
+/* Immutable and shared by every parser of every worker: llhttp only reads
+ * its settings. Callbacks not named here are NULL, as llhttp_settings_init
+ * would leave them. */
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
 
 static void reset_message(hp_t *hp) {
   hp->state = HP_S_IDLE;
@@ -497,7 +493,7 @@ void hp_init(hp_t *hp, const hp_limits_t *lim) {
   hp->hname = hp->inl_name;
   hp->hval = hp->inl_val;
   hp->hcap = HP_INLINE;
-  llhttp_init(&hp->p, HTTP_REQUEST, settings());
+  llhttp_init(&hp->p, HTTP_REQUEST, &settings);
   hp->p.data = hp;
   reset_message(hp);
 }

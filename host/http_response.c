@@ -215,8 +215,8 @@ static sbuf_t *build_head(lua_State *L, hconn_t *hc, int status, int hidx,
   hp_t *hp = &hc->hp;
   hi->has_ctype = hi->has_date = hi->close = 0;
   hi->length = -1;
-  if (L && (status < 100 || status > 999))
-    luaL_error(L, "orrery.http: bad status %d", status);
+  if (L && (status < 100 || status > 599))
+    luaL_error(L, "orrery.http: bad status %d (100 to 599 expected)", status);
   int nobody = body_forbidden(status);
   o->n = 0;
   const char *text = hp_status_text(status);
@@ -373,7 +373,7 @@ int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,
                             int32_t flags) {
   hconn_t *hc = (hconn_t *)h;
   if (hc->c->closing) return UV_EPIPE;
-  if (status < 100 || status > 999) return W_BAD_STATUS;
+  if (status < 100 || status > 599) return W_BAD_STATUS;
   return respond(NULL, hc, status, body, len, 0, ctype, flags);
 }
 

@@ -455,6 +455,19 @@ static int l_methods(lua_State *L) {
   return 1;
 }
 
+/* status_texts() -> { [code] = reason phrase }: the one table of status
+ * lines (hp_status_text), for orrery.http.status_text. */
+static int l_status_texts(lua_State *L) {
+  lua_newtable(L);
+  for (int code = 100; code <= 599; code++) {
+    const char *text = hp_status_text(code);
+    if (!text) continue;
+    lua_pushstring(L, text);
+    lua_rawseti(L, -2, code);
+  }
+  return 1;
+}
+
 static hconn_t *hc_live(lua_State *L, net_conn_t **cp) {
   hconn_t *hc = hc_check(L, cp);
   int seq = (int)luaL_checkinteger(L, 2);
@@ -580,19 +593,6 @@ static void send_continue(hconn_t *hc) {
   }
 }
 
-static const char *body_errstr(int e) {
-  switch (e) {
-  case B_TOO_LARGE:
-    return "too_large";
-  case B_TIMEOUT:
-    return "timeout";
-  case B_CLOSED:
-    return "closed";
-  default:
-    return "bad_request";
-  }
-}
-
 /* Whether the body is known to exceed the request's limit: by its
  * Content-Length or by what was decoded before the limit was set. */
 static int over_limit(hconn_t *hc) {
@@ -635,7 +635,7 @@ static int body_common(lua_State *L, hconn_t *hc, int all) {
   }
   if (hc->body_err) {
     lua_pushnil(L);
-    lua_pushstring(L, body_errstr(hc->body_err));
+    lua_pushstring(L, err_body(hc->body_err));
     return 2;
   }
   return -1;
@@ -715,6 +715,7 @@ static int state_gc(lua_State *L) {
 int luaopen_orrery_http_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"attach", l_attach},
                                  {"methods", l_methods},
+                                 {"status_texts", l_status_texts},
                                  {"header", l_header},
                                  {"header_values", l_header_values},
                                  {"headers", l_headers},

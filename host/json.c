@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* json.c -- orrery.json.core: decode JSON text straight into Lua values
- * (strict parsing in json_check.c) and encode Lua values as JSON. */
+ * (strict parsing in json_parse.c) and encode Lua values as JSON. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "host.h"
-#include "json_check.h"
+#include "json_parse.h"
 
 #define FN_DECODE "orrery.json.decode"
 #define FN_ENCODE "orrery.json.encode"
@@ -24,47 +24,13 @@
 #define SPARSE_RATIO 2
 #define SPARSE_SLACK 16
 
-/* The module's error messages: printf formats, raised by the encoder as
- * "orrery.json.encode: <message> at <path>"; the decoder's own messages
- * are in json_check.c. */
-enum {
-  E_NAN,
-  E_INF,
-  E_NINF,
-  E_TYPE,
-  E_KEY_TYPE,
-  E_ARRAY_KEY_TYPE,
-  E_NOT_INDEX,
-  E_INF_KEY,
-  E_DUP_KEY,
-  E_MIXED,
-  E_SPARSE,
-  E_TOO_SPARSE,
-  E_UTF8,
-  E_CYCLE,
-  E_DEPTH,
-  E_STACK,
-  E_ARRAY_LONG
-};
-
+/* The encoder's error messages, E_NAN, E_INF, ...: printf formats raised
+ * as "orrery.json.encode: <message> at <path>" (the list is in errors.h,
+ * with the decoder's, whose messages json_parse.c gives). */
 static const char *const json_msg[] = {
-    [E_NAN] = "cannot encode NaN",
-    [E_INF] = "cannot encode inf",
-    [E_NINF] = "cannot encode -inf",
-    [E_TYPE] = "cannot encode %s",
-    [E_KEY_TYPE] = "cannot encode %s key",
-    [E_ARRAY_KEY_TYPE] = "cannot encode %s key in an array",
-    [E_NOT_INDEX] = "%s key %s is not an array index%s",
-    [E_INF_KEY] = "cannot encode an infinite key",
-    [E_DUP_KEY] = "duplicate key \"%s\" (number and string)",
-    [E_MIXED] = "table has both string and number keys (use json.object)",
-    [E_SPARSE] = "sparse array (use json.array or json.object)",
-    [E_TOO_SPARSE] = "array too sparse (index %.0f, %.0f values)",
-    [E_UTF8] = "invalid UTF-8 in %s at byte %zu",
-    [E_CYCLE] = "cycle (a table contains itself)",
-    [E_DEPTH] = "nesting deeper than max_depth (%d)",
-    [E_STACK] = "Lua stack overflow",
-    [E_ARRAY_LONG] = "array too long",
+#define JSON_ENC_MSG(name, fmt) [E_##name] = fmt,
+    JSON_ENCDEF(JSON_ENC_MSG)
+#undef JSON_ENC_MSG
 };
 
 /* -- Arguments and options -- */

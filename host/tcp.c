@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "errors.h"
 #include "net.h"
 
 #define CONN_MT "orrery.net.conn"
@@ -63,56 +64,9 @@ typedef struct {
   net_listener_t *l;
 } lis_ud;
 
-/* Error codes handed to Lua: short stable words for the expected ones. */
+/* Error codes handed to Lua: short stable words (the list is in errors.h). */
 const char *net_errstr(int e) {
-  switch (e) {
-  case 0:
-    return "ok";
-  case UV_EOF:
-    return "eof";
-  case UV_ETIMEDOUT:
-    return "timeout";
-  case UV_ECANCELED:
-    return "canceled";
-  case UV_ECONNREFUSED:
-    return "refused";
-  case UV_ECONNRESET:
-    return "reset";
-  case UV_ECONNABORTED:
-    return "aborted";
-  case UV_EPIPE:
-    return "closed";
-  case UV_ENOTCONN:
-    return "closed";
-  case UV_EBADF:
-    return "closed";
-  case UV_EADDRINUSE:
-    return "address_in_use";
-  case UV_EADDRNOTAVAIL:
-    return "address_not_available";
-  case UV_EACCES:
-    return "permission_denied";
-  case UV_ENOENT:
-    return "not_found";
-  case UV_EHOSTUNREACH:
-  case UV_ENETUNREACH:
-    return "unreachable";
-  case UV_EAI_NONAME:
-  case UV_EAI_NODATA:
-    return "no_such_host";
-  case UV_EAI_AGAIN:
-    return "dns_temporary_failure";
-  case UV_EMFILE:
-  case UV_ENFILE:
-    return "too_many_open_files";
-  case UV_ENOMEM:
-  case UV_ENOBUFS:
-    return "out_of_memory";
-  case UV_EINVAL:
-    return "invalid";
-  default:
-    return uv_err_name(e);
-  }
+  return err_net(e);
 }
 
 static net_state_t *state_of(host_t *h) {

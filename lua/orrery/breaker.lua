@@ -37,19 +37,10 @@ M.Breaker = Breaker
 
 local callable = check.callable
 
-local function typename(v)
-  if v ~= v then return "nan" end
-  return type(v)
-end
-
-local function opt_number(fname, opts, key, lo, strict)
-  local v = opts[key]
-  if v == nil then return nil end
-  if type(v) ~= "number" or v ~= v or v < lo or (strict and v == lo) then
-    error(("%s: bad option '%s' (%s number expected, got %s)"):format(fname, key,
-      strict and "positive" or "non-negative", type(v) == "number" and tostring(v) or typename(v)), 3)
-  end
-  return v
+local function opt_number(fname, opts, key, strict)
+  local v = check.number_opt(fname, opts, key, { strict = strict, inf = true,
+    what = strict and "positive number" or "non-negative number" }, 4)
+  return v -- not a tail call, which would drop a level from the error's
 end
 
 local KNOWN = {
@@ -325,27 +316,18 @@ end
 --      on_state_change, is_successful, is_excluded, slow_call_duration, clock }
 function M.new(opts)
   local F = "orrery.breaker.new"
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then
-    error(F .. ": bad argument #1 (options table expected, got " .. type(opts) .. ")", 2)
-  end
-  for k in pairs(opts) do
-    if not KNOWN[k] then error(("%s: unknown option '%s'"):format(F, tostring(k)), 2) end
-  end
-  local name = opts.name
-  if name ~= nil and type(name) ~= "string" then
-    error(F .. ": bad option 'name' (string expected, got " .. type(name) .. ")", 2)
-  end
-  local max_requests = opt_number(F, opts, "max_requests", 0) or 0
+  opts = check.opts(F, opts, KNOWN, 3)
+  local name = check.type_opt(F, opts, "name", "string", 3)
+  local max_requests = opt_number(F, opts, "max_requests") or 0
   if max_requests % 1 ~= 0 then
     error(F .. ": bad option 'max_requests' (integer expected, got " .. max_requests .. ")", 2)
   end
   if max_requests == 0 then max_requests = 1 end
-  local interval = opt_number(F, opts, "interval", 0) or 0
-  local bucket_period = opt_number(F, opts, "bucket_period", 0) or 0
-  local timeout = opt_number(F, opts, "timeout", 0) or 0
+  local interval = opt_number(F, opts, "interval") or 0
+  local bucket_period = opt_number(F, opts, "bucket_period") or 0
+  local timeout = opt_number(F, opts, "timeout") or 0
   if timeout == 0 then timeout = 60 end
-  local slow = opt_number(F, opts, "slow_call_duration", 0, true) or false
+  local slow = opt_number(F, opts, "slow_call_duration", true) or false
   local clock = check.func_opt(F, opts, "clock", 3) or orrery.now
 
   -- As in gobreaker: no interval means one bucket that is never cleared;
@@ -524,28 +506,14 @@ end
 
 -- -- ready_to_trip helpers (resilience4j style) --
 
+local RATE_OPTS = { threshold = true, min_calls = true }
+
 local function rate_opts(fname, opts, default_threshold)
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then
-    error(fname .. ": bad argument #1 (options table expected, got " .. type(opts) .. ")", 3)
-  end
-  for k in pairs(opts) do
-    if k ~= "threshold" and k ~= "min_calls" then
-      error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3)
-    end
-  end
-  local th = opts.threshold
-  if th == nil then th = default_threshold end
-  if type(th) ~= "number" or th ~= th or th <= 0 or th > 1 then
-    error(("%s: bad option 'threshold' (number in (0, 1] expected, got %s)")
-      :format(fname, type(th) == "number" and tostring(th) or type(th)), 3)
-  end
-  local mc = opts.min_calls
-  if mc == nil then mc = 100 end
-  if type(mc) ~= "number" or mc ~= mc or mc < 1 or mc % 1 ~= 0 then
-    error(("%s: bad option 'min_calls' (positive integer expected, got %s)")
-      :format(fname, type(mc) == "number" and tostring(mc) or type(mc)), 3)
-  end
+  opts = check.opts(fname, opts, RATE_OPTS, 4)
+  local th = check.number_opt(fname, opts, "threshold",
+    { strict = true, max = 1, what = "number in (0, 1]" }, 4) or default_threshold
+  local mc = check.number_opt(fname, opts, "min_calls",
+    { min = 1, int = true, what = "positive integer" }, 4) or 100
   return th, mc
 end
 

@@ -30,32 +30,7 @@ live, M.list = check.registry()
 
 local callable, show = check.callable, check.show
 
-local function check_opts(fname, opts, known)
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then
-    error(fname .. ": bad argument #1 (options table expected, got " .. type(opts) .. ")", 3)
-  end
-  for k in pairs(opts) do
-    if not known[k] then error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3) end
-  end
-  return opts
-end
-
--- A number option: nil, or a number >= 0 (> 0 when strict), integer when
--- int; infinity only when inf_ok.
-local function num_opt(fname, opts, key, how)
-  local v = opts[key]
-  if v == nil then return nil end
-  local ok = type(v) == "number" and v == v and v >= 0
-  if ok and how.strict and v == 0 then ok = false end
-  if ok and not how.inf and v == INF then ok = false end
-  if ok and how.int and v ~= INF and v % 1 ~= 0 then ok = false end
-  if not ok then
-    error(("%s: bad option '%s' (%s expected, got %s)"):format(fname, key,
-      how.what or "non-negative number", show(v)), 3)
-  end
-  return v
-end
+local number_opt = check.number_opt
 
 local function count_arg(fname, n)
   if type(n) ~= "number" or n ~= n or n < 0 or n % 1 ~= 0 or n == INF then
@@ -162,18 +137,15 @@ local BUCKET_OPTS = { rate = true, burst = true, clock = true, sleep = true, nam
 -- (inf: no limit; 0: only the initial burst), burst the bucket size.
 function M.token_bucket(opts)
   local F = "orrery.limit.token_bucket"
-  opts = check_opts(F, opts, BUCKET_OPTS)
-  local rate = num_opt(F, opts, "rate", { inf = true, what = "non-negative number (tokens per second)" })
+  opts = check.opts(F, opts, BUCKET_OPTS, 3)
+  local rate = number_opt(F, opts, "rate", { inf = true, what = "non-negative number (tokens per second)" }, 3)
   if rate == nil then error(F .. ": missing option 'rate' (tokens per second)", 2) end
-  local burst = num_opt(F, opts, "burst", { int = true, what = "non-negative integer" })
+  local burst = number_opt(F, opts, "burst", { int = true, what = "non-negative integer" }, 3)
   if burst == nil then
     if rate ~= INF then error(F .. ": missing option 'burst' (bucket size)", 2) end
     burst = 0
   end
-  local name = opts.name
-  if name ~= nil and type(name) ~= "string" then
-    error(F .. ": bad option 'name' (string expected, got " .. type(name) .. ")", 2)
-  end
+  local name = check.type_opt(F, opts, "name", "string", 3)
   local self = setmetatable({
     name = name or "token_bucket",
     limit = rate,
@@ -389,16 +361,13 @@ local BULKHEAD_OPTS = { max = true, queue = true, timeout = true, name = true }
 -- (default: as long as its context allows).
 function M.concurrency(opts)
   local F = "orrery.limit.concurrency"
-  opts = check_opts(F, opts, BULKHEAD_OPTS)
-  local max = num_opt(F, opts, "max", { int = true, strict = true, what = "positive integer" })
+  opts = check.opts(F, opts, BULKHEAD_OPTS, 3)
+  local max = number_opt(F, opts, "max", { int = true, strict = true, what = "positive integer" }, 3)
   if max == nil then error(F .. ": missing option 'max' (concurrent holders)", 2) end
   if max > 0x7fffffff then error(F .. ": bad option 'max' (at most 2^31-1)", 2) end
-  local queue = num_opt(F, opts, "queue", { int = true, inf = true, what = "non-negative integer" }) or 0
-  local timeout = num_opt(F, opts, "timeout", { what = "non-negative number of seconds" })
-  local name = opts.name
-  if name ~= nil and type(name) ~= "string" then
-    error(F .. ": bad option 'name' (string expected, got " .. type(name) .. ")", 2)
-  end
+  local queue = number_opt(F, opts, "queue", { int = true, inf = true, what = "non-negative integer" }, 3) or 0
+  local timeout = number_opt(F, opts, "timeout", { what = "non-negative number of seconds" }, 3)
+  local name = check.type_opt(F, opts, "name", "string", 3)
   local ch = orrery.chan(max, "bulkhead")
   local self = setmetatable({
     name = name or "bulkhead",
@@ -566,7 +535,7 @@ end
 -- so memory stays bounded; an evicted key starts again with a new limiter.
 function M.middleware(opts)
   local F = "orrery.limit.middleware"
-  opts = check_opts(F, opts, MW_OPTS)
+  opts = check.opts(F, opts, MW_OPTS, 3)
   local shared, per_key, new = opts.limiter, opts.per_key, opts.new
   if shared ~= nil then
     if per_key ~= nil or new ~= nil then
@@ -584,10 +553,10 @@ function M.middleware(opts)
       error(F .. ": bad option 'new' (function expected, got " .. type(new) .. ")", 2)
     end
   end
-  local max_keys = num_opt(F, opts, "max_keys", { int = true, strict = true, what = "positive integer" }) or 10000
-  local status = num_opt(F, opts, "status", { int = true, what = "HTTP status" }) or 429
+  local max_keys = number_opt(F, opts, "max_keys", { int = true, strict = true, what = "positive integer" }, 3) or 10000
+  local status = number_opt(F, opts, "status", { int = true, what = "HTTP status" }, 3) or 429
   if status < 100 or status > 599 then error(F .. ": bad option 'status' (HTTP status expected, got " .. status .. ")", 2) end
-  local retry_after = num_opt(F, opts, "retry_after", { what = "non-negative number of seconds" }) or 1
+  local retry_after = number_opt(F, opts, "retry_after", { what = "non-negative number of seconds" }, 3) or 1
   local body = opts.body
   if body == nil then body = "too many requests\n" end
   if type(body) ~= "string" then error(F .. ": bad option 'body' (string expected, got " .. type(body) .. ")", 2) end
@@ -596,7 +565,7 @@ function M.middleware(opts)
   if cost == nil then
     cost = 1
   elseif not callable(cost) then
-    cost = num_opt(F, opts, "cost", { int = true, what = "non-negative integer or function" })
+    cost = number_opt(F, opts, "cost", { int = true, what = "non-negative integer or function" }, 3)
   end
 
   local cur, old, ncur, nold = {}, {}, 0, 0

@@ -10,6 +10,7 @@
 -- "refused", "reset", "unreachable", "no_such_host", "too_long", ...
 local core = require "orrery.net.core"
 local sched = require "orrery.sched"
+local check = require "orrery.check"
 local C = require "orrery.ffi"
 
 local park, await, wait_opt, left = sched.park, sched.await, sched.wait_opt, sched.left
@@ -134,13 +135,24 @@ end
 --- net.connect(host, port [, opts]) or net.connect{ host=, port= | unix=,
 -- timeout= } -> conn | nil, err. Names are resolved and each address is
 -- tried in turn.
+local CONNECT_OPTS = { host = true, port = true, unix = true, timeout = true }
+local CONNECT_ARG_OPTS = { timeout = true }
+local SECONDS = { min = -math.huge, inf = true, what = "seconds" } -- < 0: none
+
 function M.connect(host, port, opts)
+  local F = "orrery.net.connect"
   if type(host) == "table" then
-    opts = host
+    opts = check.opts(F, host, CONNECT_OPTS, 3)
     host, port = opts.host, opts.port
+    check.type_opt(F, opts, "unix", "string", 3)
+    if not opts.unix then
+      check.type_opt(F, opts, "host", "string", 3)
+      check.port_opt(F, opts, "port", 3)
+    end
+  else
+    opts = check.opts(F, opts, CONNECT_ARG_OPTS, 3, 3)
   end
-  opts = opts or {}
-  local timeout = opts.timeout or -1
+  local timeout = check.number_opt(F, opts, "timeout", SECONDS, 3) or -1
   local deadline = timeout >= 0 and now() + timeout or nil
   if opts.unix then
     local c, err = core.connect_unix(opts.unix)
@@ -153,8 +165,8 @@ function M.connect(host, port, opts)
   if type(host) ~= "string" then
     error("orrery.net.connect: bad argument #1 (host expected)", 2)
   end
-  if type(port) ~= "number" then
-    error("orrery.net.connect: bad argument #2 (port expected)", 2)
+  if not check.is_port(port) then
+    error(("orrery.net.connect: bad argument #2 (%s expected, got %s)"):format(check.PORT, check.show(port)), 2)
   end
   local addrs, err = M.resolve(host, deadline and left(deadline))
   if not addrs then return nil, err end
@@ -179,10 +191,18 @@ M.Listener = Listener
 
 --- net.listen{ host=, port= | unix=, backlog= } -> listener | nil, err.
 -- host defaults to "127.0.0.1"; port 0 picks a free port (listener.port).
+local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true }
+
 function M.listen(opts)
+  local F = "orrery.net.listen"
   if type(opts) ~= "table" then
-    error("orrery.net.listen: bad argument #1 (options table expected)", 2)
+    error(("%s: bad argument #1 (options table expected, got %s)"):format(F, type(opts)), 2)
   end
+  check.opts(F, opts, LISTEN_OPTS, 3)
+  check.type_opt(F, opts, "unix", "string", 3)
+  check.type_opt(F, opts, "host", "string", 3)
+  check.port_opt(F, opts, "port", 3)
+  check.number_opt(F, opts, "backlog", { int = true, strict = true, what = "positive integer" }, 3)
   local l, err
   if opts.unix then
     l, err = core.listen_unix(opts.unix, opts.backlog)

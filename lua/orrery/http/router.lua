@@ -6,10 +6,10 @@
 -- Middleware: function(req, next) that returns next(req)'s results (maybe
 -- changed) or short-circuits with its own. Chains are composed once, when
 -- routes or middleware change, so a request allocates no closure.
-local server = require "orrery.http.server"
+local common = require "orrery.http.common"
 
 local type, error, setmetatable = type, error, setmetatable
-local unescape = server.unescape
+local unescape = common.unescape
 
 local M = {}
 
@@ -189,7 +189,9 @@ function Router:route(method, pattern, handler, opts)
   if opts.timeout then
     local secs, inner = opts.timeout, h
     h = function(req)
-      local ok, s, b, hd = server.call_with_timeout(req, secs, inner)
+      -- The request runs it (orrery.http.server's call_with_timeout): the
+      -- router only composes handlers and knows no server.
+      local ok, s, b, hd = req:_with_timeout(secs, inner)
       if not ok then error(s, 0) end
       return s, b, hd
     end

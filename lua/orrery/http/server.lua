@@ -6,10 +6,12 @@
 -- this module owns the policy: handler calls, errors, timeouts, limits on
 -- connections, logging and shutdown (docs/http.md).
 local hcore = require "orrery.http.core"
+local common = require "orrery.http.common"
 local net = require "orrery.net"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
 local chan = require "orrery.chan"
+local check = require "orrery.check"
 local C = require "orrery.ffi"
 local ffi = require "ffi"
 
@@ -54,23 +56,12 @@ M.defaults = {
   access_log = false,
 }
 
--- -- Errors with a status --
-
-local HttpError = {}
-HttpError.__index = HttpError
-HttpError.__tostring = function(e)
-  return ("http error %d: %s"):format(e.status, tostring(e.body))
-end
+-- Errors with a status and status lines live in orrery.http.common,
+-- which the router shares.
+local HttpError = common.HttpError
 M.HttpError = HttpError
-
---- http.error(status [, body [, headers]]): raises an error that the server
--- answers with this status instead of 500.
-function M.error(status, body, headers)
-  if type(status) ~= "number" or status < 100 or status > 999 then
-    error("orrery.http.error: bad argument #1 (status expected)", 2)
-  end
-  error(setmetatable({ status = status, body = body, headers = headers }, HttpError), 2)
-end
+M.error = common.error
+M.status_text = common.status_text
 
 local json
 local function json_mod()
@@ -87,10 +78,7 @@ local Req = {}
 M.Req = Req
 local EMPTY = setmetatable({}, { __newindex = function() error("req.params is read-only here", 2) end })
 
-local function unescape(s)
-  if not s:find("%", 1, true) then return s end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local unescape = common.unescape
 M.unescape = unescape
 
 local function parse_query(qs)
@@ -188,15 +176,48 @@ end
 
 local body_status = { too_large = 413, timeout = 408, bad_request = 400, closed = 400 }
 
+-- req:_with_timeout(secs, fn) -> ok, status, body, headers: fn(req) under
+-- a deadline (call_with_timeout); how the router runs a route's timeout
+-- without depending on this module.
+function Req:_with_timeout(secs, fn)
+  return M.call_with_timeout(self, secs, fn)
+end
+
+-- Whether the client's Accept header allows a JSON answer: it lists
+-- application/json, a +json type, application/* or */* with a non-zero
+-- q. Without an Accept header the answer stays text/plain.
+local function accepts_json(req)
+  local accept = req:header("Accept")
+  if not accept then return false end
+  for part in accept:lower():gmatch("[^,]+") do
+    local mt = part:match("^%s*([^;%s]+)")
+    local q = tonumber(part:match(";%s*q%s*=%s*([%d.]+)")) or 1
+    if mt and q > 0 and (mt == "application/json" or mt == "application/*" or mt == "*/*"
+      or mt:find("^application/[^/]*%+json$")) then
+      return true
+    end
+  end
+  return false
+end
+M.accepts_json = accepts_json
+
+-- Raises the http error of req:json(): { "error": msg } as JSON when the
+-- client accepts it, else msg as text.
+local function json_error(req, status, msg)
+  if accepts_json(req) and json_mod() then M.error(status, { error = msg }) end
+  M.error(status, msg .. "\n")
+end
+
 --- req:json() -> the decoded body; raises an http error (400, 413, 408)
--- when the body cannot be read or is not JSON.
+-- when the body cannot be read or is not JSON, answered as JSON
+-- ({"error": "..."}) when the client's Accept allows it.
 function Req:json()
   local b, err = self:body()
-  if not b then M.error(body_status[err] or 400, "cannot read the request body: " .. err .. "\n") end
+  if not b then json_error(self, body_status[err] or 400, "cannot read the request body: " .. err) end
   local j = json_mod()
   if not j then error("orrery.http: orrery.json is not available", 2) end
   local v, jerr = j.decode(b)
-  if v == nil and jerr then M.error(400, "invalid JSON: " .. jerr .. "\n") end
+  if v == nil and jerr then json_error(self, 400, "invalid JSON: " .. jerr) end
   return v
 end
 
@@ -207,11 +228,11 @@ local function default_log(msg)
   io.stderr:flush()
 end
 
--- The log function of a server: the user's, falling back to stderr if it
--- raises (a log call must never take a connection or the server down).
+-- The log function of a server: the user's (a function, checked with the
+-- options), falling back to stderr if it raises (a log call must never
+-- take a connection or the server down).
 local function safe_log(fn)
   if fn == nil then return default_log end
-  if type(fn) ~= "function" then error("orrery.http.serve: option log must be a function", 3) end
   return function(msg)
     local ok, err = pcall(fn, msg)
     if not ok then
@@ -311,6 +332,28 @@ local function internal_error(srv, req, msg)
   srv.log(("http: handler error: %s %s: %s"):format(req.method, req.path, tostring(msg)))
 end
 
+local function show(v)
+  if type(v) == "string" then return ("%q"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
+  if type(v) == "number" then return tostring(v) end
+  return type(v)
+end
+
+-- What is wrong with a handler's status, or nil: a status is an integer
+-- from 100 to 599 (a string in first place is a body, but one that reads
+-- like a status, followed by more values, is a status returned as a
+-- string by mistake).
+local function bad_status(status, body)
+  local ts = type(status)
+  if ts == "number" then
+    if status >= 100 and status <= 599 and status % 1 == 0 then return nil end
+    return ("returned status %s: an integer from 100 to 599 expected"):format(show(status))
+  elseif ts == "string" and body ~= nil and status:find("^%s*%d%d%d%s*$") then
+    return ("returned status %s as a string, then a %s: return the status as a number")
+      :format(show(status), type(body))
+  end
+  return nil
+end
+
 -- Calls the handler and writes its response. Returns false when the
 -- connection cannot be used again.
 local function handle(srv, st, c, req)
@@ -334,6 +377,11 @@ local function handle(srv, st, c, req)
       status, body, headers = 500, "Internal Server Error\n", nil
     end
   end
+  local bad = bad_status(status, body)
+  if bad then
+    internal_error(srv, req, "handler " .. bad)
+    status, body, headers = 500, "Internal Server Error\n", nil
+  end
   local ts = type(status)
   if ts ~= "number" then
     if status == nil then
@@ -348,8 +396,9 @@ local function handle(srv, st, c, req)
   local sent, bytes = send(srv, st, c, req, status, body, headers)
   if sent == false and type(bytes) == "string" then
     -- Encoding failed before anything was written (bad header, status or
-    -- JSON value): answer 500 instead.
-    internal_error(srv, req, bytes)
+    -- JSON value): answer 500 instead, saying what the handler returned.
+    internal_error(srv, req, ("handler returned an unusable response (status %s, body %s, headers %s): %s")
+      :format(show(status), show(body), show(headers), bytes))
     sent, bytes = send(srv, st, c, req, 500, "Internal Server Error\n", nil)
     status = 500
   end
@@ -510,39 +559,61 @@ local Server = {}
 Server.__index = Server
 M.Server = Server
 
-local function check_opts(opts)
+-- Options beyond M.defaults.
+local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true }
+for k in pairs(M.defaults) do KNOWN[k] = true end
+local COUNT = { min = 1, int = true, what = "positive integer" }
+local SECONDS = { what = "seconds or false" }
+
+-- The options merged over M.defaults, checked. Errors name the caller of
+-- the public function (serve or listen) that called start(), which calls
+-- this: level 5 for orrery.check's checks.
+local function check_opts(F, opts)
+  local L = 5
+  check.opts(F, opts, KNOWN, L, 2)
   local o = {}
   for k, v in pairs(M.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
+  check.type_opt(F, o, "host", "string", L)
+  check.port_opt(F, o, "port", L)
+  check.type_opt(F, o, "unix", "string", L)
+  check.number_opt(F, o, "backlog", COUNT, L)
   for _, k in ipairs { "max_header_bytes", "max_uri_length", "max_headers", "max_body_size",
     "max_connections" } do
-    if type(o[k]) ~= "number" or o[k] < 1 then
-      error(("orrery.http.serve: option %s must be a positive number"):format(k), 3)
-    end
+    if o[k] == nil then check.bad_opt(F, k, COUNT.what, nil, L) end
+    check.number_opt(F, o, k, COUNT, L)
   end
   for _, k in ipairs { "read_header_timeout", "read_body_timeout", "write_timeout",
     "idle_timeout", "handler_timeout", "shutdown_timeout", "linger" } do
-    local v = o[k]
-    if v ~= false and v ~= nil and (type(v) ~= "number" or v < 0) then
-      error(("orrery.http.serve: option %s must be seconds or false"):format(k), 3)
-    end
+    if o[k] ~= false then check.number_opt(F, o, k, SECONDS, L) end
   end
+  if o.log ~= nil and type(o.log) ~= "function" then
+    error(F .. ": option log must be a function", L - 1)
+  end
+  local al = o.access_log
+  if type(al) ~= "boolean" and type(al) ~= "function" then
+    error(("%s: bad option 'access_log' (boolean or function expected, got %s)"):format(F, type(al)), L - 1)
+  end
+  check.func_opt(F, o, "on_bad_request", L)
+  if o.ctx ~= nil and not context.is_ctx(o.ctx) then
+    error(("%s: bad option 'ctx' (context expected, got %s)"):format(F, type(o.ctx)), L - 1)
+  end
+  check.type_opt(F, o, "background", "boolean", L)
   return o
 end
 
-local function to_handler(h)
+local function to_handler(F, h)
   if type(h) == "function" then return h end
   if type(h) == "table" and type(h.handler) == "function" then return h:handler() end
   local mt = getmetatable(h)
   if mt and mt.__call then return function(req) return h(req) end end
-  error("orrery.http.serve: bad argument #1 (handler function or router expected)", 3)
+  error(F .. ": bad argument #1 (handler function or router expected)", 4)
 end
 
---- http.listen(handler_or_router, opts) -> server | nil, err: starts
--- serving in the background and returns at once.
-function M.listen(handler, opts)
-  local fn = to_handler(handler)
-  local o = check_opts(opts)
+-- Starts serving for http.listen and http.serve (F names which).
+local function start(F, handler, opts)
+  local fn = to_handler(F, handler)
+  local o = check_opts(F, opts)
   -- A router's routes may allow bodies larger than max_body_size: the
   -- head of a request is checked against the largest limit.
   local route_max = type(handler) == "table" and rawget(handler, "max_route_body") or 0
@@ -579,11 +650,18 @@ function M.listen(handler, opts)
   return srv
 end
 
+--- http.listen(handler_or_router, opts) -> server | nil, err: starts
+-- serving in the background and returns at once.
+function M.listen(handler, opts)
+  local srv, err = start("orrery.http.listen", handler, opts)
+  return srv, err
+end
+
 --- http.serve(handler_or_router, opts) -> server: serves until the server
 -- is shut down (SIGTERM, server:shutdown() from another coroutine); with
 -- opts.background it returns at once like http.listen.
 function M.serve(handler, opts)
-  local srv, err = M.listen(handler, opts)
+  local srv, err = start("orrery.http.serve", handler, opts)
   if not srv then error("orrery.http.serve: cannot listen: " .. tostring(err), 2) end
   if opts and opts.background then return srv end
   srv:wait()
@@ -673,21 +751,5 @@ function Server:close()
 end
 
 function Server:connections() return self.nconns end
-
-local status_text = {
-  [100] = "Continue", [101] = "Switching Protocols", [200] = "OK", [201] = "Created",
-  [202] = "Accepted", [204] = "No Content", [206] = "Partial Content",
-  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other", [304] = "Not Modified",
-  [307] = "Temporary Redirect", [308] = "Permanent Redirect", [400] = "Bad Request",
-  [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
-  [405] = "Method Not Allowed", [406] = "Not Acceptable", [408] = "Request Timeout",
-  [409] = "Conflict", [410] = "Gone", [411] = "Length Required", [412] = "Precondition Failed",
-  [413] = "Content Too Large", [414] = "URI Too Long", [415] = "Unsupported Media Type",
-  [417] = "Expectation Failed", [422] = "Unprocessable Content", [429] = "Too Many Requests",
-  [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
-  [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
-  [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
-}
-function M.status_text(s) return status_text[s] end
 
 return M

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* json_check.c -- strict JSON (RFC 8259) parser that drives a sink, and
+/* json_parse.c -- strict JSON (RFC 8259) parser that drives a sink, and
  * the string and number encoders; plain C, shared by json.c and the
  * fuzzer (host/fuzz_json.c). */
 #include <float.h>
@@ -10,31 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_check.h"
+#include "json_parse.h"
 
-/* The stable error messages, indexed by code (json_check.h). */
+/* The stable error messages, indexed by code (errors.h). */
 static const char *const json_errmsg[] = {
-    [JSON_OK] = "ok",
-    [JSON_EEND] = "unexpected end of input",
-    [JSON_EVALUE] = "expected a value",
-    [JSON_ELITERAL] = "invalid literal",
-    [JSON_ENUMBER] = "invalid number",
-    [JSON_ERANGE] = "number out of range",
-    [JSON_ECTRL] = "control character in string",
-    [JSON_EESCAPE] = "invalid escape",
-    [JSON_ESURROGATE] = "lone surrogate",
-    [JSON_EUTF8] = "invalid UTF-8",
-    [JSON_EKEY] = "expected a string key",
-    [JSON_ECOLON] = "expected ':'",
-    [JSON_EARRAY] = "expected ',' or ']'",
-    [JSON_EOBJECT] = "expected ',' or '}'",
-    [JSON_ETRAILING] = "trailing data",
-    [JSON_EDEPTH] = "too deep",
-    [JSON_ESINK] = "out of memory",
+#define JSON_MSG(name, str) [JSON_##name] = str,
+    JSON_ERRDEF(JSON_MSG)
+#undef JSON_MSG
 };
 
 const char *json_strerror(int code) {
-  if (code < 0 || code > JSON_ESINK) return "unknown error";
+  if (code < 0 || code >= JSON__MAX) return "unknown error";
   return json_errmsg[code];
 }
 

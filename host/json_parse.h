@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* json_check.h -- strict RFC 8259 JSON parsing and the string and number
+/* json_parse.h -- strict RFC 8259 JSON parsing and the string and number
  * encoders, in plain C (no Lua) so that host/json.c and the fuzzer share
  * exactly the same code. */
-#ifndef ORRERY_JSON_CHECK_H
-#define ORRERY_JSON_CHECK_H
+#ifndef ORRERY_JSON_PARSE_H
+#define ORRERY_JSON_PARSE_H
 
 #include <stddef.h>
+
+#include "errors.h"
 
 /* Nesting can never exceed this: every level costs Lua stack slots in
  * json.c, and LuaJIT allows a C function 8000 of them. */
@@ -25,26 +27,8 @@ enum {
   JSON_OBJECT
 };
 
-/* Error codes; json_strerror gives the stable message for each. */
-enum {
-  JSON_OK = 0,
-  JSON_EEND,       /* the input ended inside a value */
-  JSON_EVALUE,     /* a value was expected */
-  JSON_ELITERAL,   /* a misspelt true, false or null */
-  JSON_ENUMBER,    /* the number grammar was broken */
-  JSON_ERANGE,     /* a number too large for a double */
-  JSON_ECTRL,      /* a raw control character inside a string */
-  JSON_EESCAPE,    /* an unknown or malformed escape */
-  JSON_ESURROGATE, /* a \u escape for an unpaired surrogate */
-  JSON_EUTF8,      /* a malformed UTF-8 sequence */
-  JSON_EKEY,       /* an object key was expected */
-  JSON_ECOLON,     /* ':' was expected after a key */
-  JSON_EARRAY,     /* ',' or ']' was expected */
-  JSON_EOBJECT,    /* ',' or '}' was expected */
-  JSON_ETRAILING,  /* something follows the top-level value */
-  JSON_EDEPTH,     /* nesting deeper than max_depth */
-  JSON_ESINK       /* a sink callback failed; the sink knows why */
-};
+/* Error codes JSON_OK, JSON_EEND, ...: the list is in errors.h;
+ * json_strerror gives the stable message for each. */
 
 /* The parser reports each value to a sink. Strings arrive decoded, as a
  * pointer and a length (they may contain NUL), valid only during the
