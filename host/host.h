@@ -50,7 +50,7 @@ enum { WAKE_ST_OK = 0, WAKE_ST_CLOSED = 1 };
 #define WAKE_DEADLINE (-3) /* the context's deadline passed */
 #define WAKE_CODE(cas, st) ((((cas) + 1) << 2) | (st))
 
-enum { TMR_CO = 1, TMR_LUA = 2 };
+enum { TMR_CO = 1, TMR_LUA = 2, TMR_C = 3 };
 
 struct orrery_tmr {
   double when;   /* monotonic deadline in seconds */
@@ -58,6 +58,9 @@ struct orrery_tmr {
   uint8_t kind;
   int32_t id; /* TMR_LUA: the id handed to the Lua dispatcher */
   co_t *co;   /* TMR_CO: the coroutine to wake */
+  /* TMR_C: a timer owned by C code (deadline lists, see tlist.h), called
+   * from the heap walk once the timer has been taken off the heap. */
+  void (*fn)(tmr_t *t);
 };
 
 enum { WAITER_RECV = 1, WAITER_SEND = 2 };
@@ -141,7 +144,7 @@ struct host_s {
   double grace;
   uv_timer_t grace_timer;
   struct repl_s *repl;       /* stdin reader of `orrery repl`, see repl.c */
-  struct net_state_s *net;   /* live sockets, see tcp.c */
+  struct net_state_s *net;   /* live sockets, see net_int.h */
   struct http_state_s *http; /* shared by HTTP connections, see http_server.c */
 };
 
@@ -183,7 +186,7 @@ void alloc_done(void); /* after lua_close: returns the small-object chunks */
 /* modules.c */
 void modules_preload(lua_State *L);
 
-/* tcp.c, http_server.c (see net.h) */
+/* net_lua.c, http_server.c (see net.h) */
 int luaopen_orrery_net_core(lua_State *L);
 int luaopen_orrery_http_core(lua_State *L);
 

@@ -76,8 +76,9 @@ int timer_stop(host_t *h, tmr_t *t) {
 }
 
 /* Fires every timer whose deadline has passed: coroutine timers wake their
- * coroutine with WAKE_TIMEOUT; Lua timers are handed to the dispatcher
- * after the heap walk, so that a callback that re-arms timers cannot
+ * coroutine with WAKE_TIMEOUT; C timers run their function, which may arm
+ * timers again (the walk rereads the top); Lua timers are handed to the
+ * dispatcher after the heap walk, so that a callback that re-arms timers cannot
  * disturb it. */
 void timer_expire(host_t *h) {
   if (!h->heap_len) return;
@@ -88,6 +89,8 @@ void timer_expire(host_t *h) {
     timer_stop(h, t);
     if (t->kind == TMR_CO) {
       sched_wake(h, t->co, WAKE_TIMEOUT);
+    } else if (t->kind == TMR_C) {
+      t->fn(t);
     } else {
       if (h->nfired == h->fired_cap) {
         h->fired_cap = h->fired_cap ? h->fired_cap * 2 : 64;
