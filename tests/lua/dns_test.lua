@@ -27,7 +27,9 @@ T.test("localhost and numeric addresses resolve on the thread pool", function()
   T.ok(has(addrs, "127.0.0.1") or has(addrs, "::1"), table.concat(addrs, " "))
   T.eq(assert(resolve("127.0.0.1")), { "127.0.0.1" })
   T.ok(has(assert(resolve("::1")), "::1"))
-  T.eq(select(2, resolve("no-such-host.invalid", 10)), "no_such_host")
+  -- Without a network the resolver may say "try again" instead.
+  local err = select(2, resolve("no-such-host.invalid", 10))
+  T.ok(err == "no_such_host" or err == "dns_temporary_failure", err)
 end)
 
 -- Each job outlives the wait: its result is freed by the job when it ends
