@@ -42,7 +42,7 @@ enum {
 /* The wake code of a channel case (see ffi_cdef.h). */
 #define WAKE_CODE(cas, st) ((((cas) + 1) << 2) | (st))
 
-enum { TMR_CO = 1, TMR_LUA = 2, TMR_FN = 3 };
+enum { TMR_CO = 1, TMR_LUA = 2, TMR_C = 3 };
 
 /* A deadline in the timer heap (timer.c). */
 struct orrery_tmr {
@@ -51,8 +51,10 @@ struct orrery_tmr {
   uint8_t kind;
   int32_t id; /* TMR_LUA: the id handed to the Lua hook */
   union {
-    co_t *co;                        /* TMR_CO: the coroutine to wake */
-    void (*fn)(host_t *h, tmr_t *t); /* TMR_FN: called when it fires */
+    co_t *co; /* TMR_CO: the coroutine to wake */
+    /* TMR_C: a timer owned by C code (deadline lists, see tlist.h), called
+     * from the heap walk once the timer has been taken off the heap. */
+    void (*fn)(tmr_t *t);
   };
 };
 
@@ -165,7 +167,7 @@ struct host_s {
   int tables_ref;          /* lcore.c: registry table of per-slot Lua tables */
   struct loop_s *lp;       /* loop.c: signals, grace period, watchdog */
   struct repl_s *repl;     /* stdin reader of `orrery repl`, see repl.c */
-  struct net_state_s *net; /* live sockets, see tcp.c */
+  struct net_state_s *net; /* live sockets, see net_int.h */
   struct http_state_s *http; /* shared by HTTP connections, see http_server.c */
 };
 
@@ -269,7 +271,7 @@ void alloc_done(void); /* after lua_close: returns the small-object chunks */
 /* modules.c */
 void modules_preload(lua_State *L);
 
-/* tcp.c, http_server.c (see net.h) */
+/* net_lua.c, http_server.c (see net.h) */
 int luaopen_orrery_net_core(lua_State *L);
 int luaopen_orrery_http_core(lua_State *L);
 

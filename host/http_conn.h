@@ -84,7 +84,7 @@ typedef struct hconn_s {
   int requests;
   uint8_t continue_sent, want_close, in_handler, notified, have_chunk;
   uint8_t body_err, mode, head_req, shutting; /* body_err: B_*, mode: M_* */
-  uint8_t fixed; /* a header or drain deadline runs (c->dl), keep it */
+  uint8_t fixed; /* a header or drain deadline runs (c->dl.when), keep it */
   uint64_t discarded, remaining;
   sbuf_t body;
 } hconn_t;

@@ -372,7 +372,7 @@ int orrery_ffi_http_next(orrery_http_head *h, int32_t code) {
     } else if (hc->fixed) {
       /* A header or drain deadline that passed while the coroutine was
        * not parked (a spurious wake) is a timeout now. */
-      if (c->dl && c->dl <= net_now_ms(c) && code != ORRERY_WAKE_TIMEOUT) {
+      if (net_deadline_passed(c) && code != ORRERY_WAKE_TIMEOUT) {
         code = ORRERY_WAKE_TIMEOUT;
         continue;
       }

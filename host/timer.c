@@ -76,9 +76,10 @@ int timer_stop(host_t *h, tmr_t *t) {
 }
 
 /* Fires every timer whose deadline has passed: coroutine timers wake their
- * coroutine with ORRERY_WAKE_TIMEOUT, C timers call their function; Lua
- * timers are handed up to Lua after the heap walk, so that a callback that
- * re-arms timers cannot disturb it. */
+ * coroutine with ORRERY_WAKE_TIMEOUT; C timers run their function, which
+ * may arm timers again (the walk rereads the top); Lua timers are handed up
+ * to Lua after the heap walk, so that a callback that re-arms timers cannot
+ * disturb it. */
 void timer_expire(host_t *h) {
   if (!h->heap_len) return;
   double now = sched_now();
@@ -88,8 +89,8 @@ void timer_expire(host_t *h) {
     timer_stop(h, t);
     if (t->kind == TMR_CO) {
       sched_wake(h, t->co, ORRERY_WAKE_TIMEOUT);
-    } else if (t->kind == TMR_FN) {
-      t->fn(h, t);
+    } else if (t->kind == TMR_C) {
+      t->fn(t);
     } else {
       if (h->nfired == h->fired_cap) {
         h->fired_cap = h->fired_cap ? h->fired_cap * 2 : 64;

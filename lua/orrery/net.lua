@@ -2,10 +2,11 @@
 -- orrery.net -- TCP and unix-socket streams: connect, listen, accept, read,
 -- write and close, each blocking only the calling coroutine.
 --
--- host/tcp.c does the I/O; each call that cannot complete at once parks the
--- coroutine in C and returns false, slot, and this module waits on the
--- scheduler and calls again. Every blocking method takes an optional last
--- argument: a timeout in seconds or a context. Expected failures return
+-- host/stream.c, listen.c and dns.c do the I/O (glue in net_lua.c); each
+-- call that cannot complete at once parks the coroutine in C and returns
+-- false, slot, and this module waits on the scheduler and calls again.
+-- Every blocking method takes an optional last argument: a timeout in
+-- seconds or a context. Expected failures return
 -- nil, err with err one of "eof", "timeout", "canceled", "closed",
 -- "refused", "reset", "unreachable", "no_such_host", "too_long", ...
 local core = require "orrery.net.core"
