@@ -176,9 +176,14 @@ void lcore_clear_slot(host_t *h, int32_t slot);
 /* json.c */
 int luaopen_orrery_json_core(lua_State *L);
 
-/* alloc.c */
-lua_State *alloc_newstate(void);
-void alloc_done(void); /* after lua_close: returns the small-object chunks */
+/* alloc.c: one allocator per Lua state. alloc_free after lua_close;
+ * alloc_maintain after each resume (collects after a failed
+ * allocation, returns emptied memory); alloc_lmemory is core.memory. */
+typedef struct alloc_s alloc_t;
+lua_State *alloc_newstate(alloc_t **out);
+void alloc_free(alloc_t *a);
+void alloc_maintain(lua_State *L);
+int alloc_lmemory(lua_State *L);
 
 /* modules.c */
 void modules_preload(lua_State *L);

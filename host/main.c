@@ -168,7 +168,8 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  lua_State *L = alloc_newstate();
+  alloc_t *alloc;
+  lua_State *L = alloc_newstate(&alloc);
   if (!L) {
     fputs("orrery: cannot create Lua state\n", stderr);
     return 1;
@@ -201,7 +202,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   repl_close(h);
   lua_close(L);
-  alloc_done();
+  alloc_free(alloc);
   uv_walk(&loop, close_walk, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

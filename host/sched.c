@@ -211,6 +211,7 @@ static void run_ready(host_t *h) {
     h->current = co;
     int st = lua_resume(co->L, nargs);
     h->current = NULL;
+    alloc_maintain(h->L);
     if (st == LUA_YIELD) {
       if (lua_gettop(co->L)) lua_settop(co->L, 0);
       if (co->state == CO_RUNNING) {
