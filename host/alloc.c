@@ -54,14 +54,17 @@
  *
  * A million parked coroutines are close to a gigabyte of small objects,
  * and faulting that in one 4 KB page at a time costs more than the work
- * itself on a virtual machine. Each new chunk is populated in one call
- * (MADV_POPULATE_WRITE): 32 faults become one system call, on any kernel
- * and THP setting. Transparent huge pages (MADV_HUGEPAGE on the chunks)
- * are opt-in, ORRERY_HUGEPAGES=1: they halved the page-fault time on the
- * machine this was first tuned on, but made `spawn.lua 1000000` two to
- * three times slower (1.7-2.5 s of system time instead of 0.3-0.4 s) on
- * a 2-core EPYC VM in THP "madvise" mode, and they are a known source of
- * latency spikes in long-running servers. */
+ * itself on a virtual machine. Once the heap holds POPULATE_MIN bytes,
+ * each new chunk is populated in one call (MADV_POPULATE_WRITE): 32
+ * faults become one system call, on any kernel and THP setting. (Below
+ * that, pages are faulted as they are carved: populating a chunk for
+ * every size class would add 4 MB to a small script's resident set.)
+ * Transparent huge pages (MADV_HUGEPAGE on the chunks) are opt-in,
+ * ORRERY_HUGEPAGES=1: they halved the page-fault time on the machine this was
+ * first tuned on, but made `spawn.lua 1000000` two to three times slower
+ * (1.7-2.5 s of system time instead of 0.3-0.4 s) on a 2-core EPYC VM in THP
+ * "madvise" mode, and they are a known source of latency spikes in long-running
+ * servers. */
 #define CLASS_SHIFT 4
 #define SMALL_MAX 512
 #define NCLASSES (SMALL_MAX >> CLASS_SHIFT)
@@ -69,7 +72,8 @@
 #define RESERVE_PLAIN ((size_t)4 << 20) /* address space mapped at once */
 #define RESERVE_HUGE ((size_t)32 << 20) /* the same with huge pages */
 #define HUGE_ALIGN ((uintptr_t)2 << 20)
-#define SPARE_MIN ((size_t)16 << 20) /* spares kept whatever the heap */
+#define SPARE_MIN ((size_t)16 << 20)    /* spares kept whatever the heap */
+#define POPULATE_MIN ((size_t)16 << 20) /* heap size from which to populate */
 
 typedef struct chunk_s {
   struct chunk_s *next, *prev; /* in its class's list of chunks with room */
@@ -126,7 +130,8 @@ static chunk_t *chunk_new(alloc_t *a, uint32_t c) {
     if (a->resv == a->resv_end && !reserve(a)) return NULL;
     ch = (chunk_t *)a->resv;
     a->resv += CHUNK;
-    if (!a->huge) madvise(ch, CHUNK, MADV_POPULATE_WRITE);
+    if (!a->huge && a->used >= POPULATE_MIN)
+      madvise(ch, CHUNK, MADV_POPULATE_WRITE);
   }
   ch->free = NULL;
   ch->bump = (char *)(ch + 1);
@@ -376,18 +381,25 @@ static alloc_t *alloc_of(lua_State *L) {
  * allocating coroutine and nothing collects the garbage it left: LuaJIT
  * has no emergency collection, and its next cycle starts only when the
  * heap doubles, which it cannot. So the scheduler calls this after each
- * resume (a few loads and compares when there is nothing to do): after a
- * failure it runs a full cycle, unmaps every spare chunk and lets glibc
- * return its free memory. Otherwise it unmaps the spares beyond what the
- * heap could reuse before its next collection (as many bytes as are
- * live, and SPARE_MIN): a heap that has shrunk gives memory back, one
- * that breathes with the collector does not map and fault it in again. */
+ * batch of coroutines and after a coroutine ends (not after every resume:
+ * that cost 5% of a channel ping-pong's instructions): after a failure it runs
+ * a full cycle, unmaps every spare chunk and lets glibc return its free memory.
+ * Otherwise it unmaps the spares beyond what the heap could reuse before its
+ * next collection (as many bytes as are live, and SPARE_MIN): a heap that has
+ * shrunk gives memory back, one that breathes with the collector does not map
+ * and fault it in again. */
+static int collect(lua_State *L) {
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  return 0;
+}
+
 void alloc_maintain(lua_State *L) {
   alloc_t *a = alloc_of(L);
   if (!a) return;
   if (a->failed) {
     a->failed = 0;
-    lua_gc(L, LUA_GCCOLLECT, 0);
+    /* Protected: a finalizer's error must not end the process here. */
+    if (lua_cpcall(L, collect, NULL) != 0) lua_pop(L, 1);
     spare_release(a, 0);
     malloc_trim(0);
     a->over = 0;

@@ -177,7 +177,7 @@ void lcore_clear_slot(host_t *h, int32_t slot);
 int luaopen_orrery_json_core(lua_State *L);
 
 /* alloc.c: one allocator per Lua state. alloc_free after lua_close;
- * alloc_maintain after each resume (collects after a failed
+ * alloc_maintain between batches of coroutines (collects after a failed
  * allocation, returns emptied memory); alloc_lmemory is core.memory. */
 typedef struct alloc_s alloc_t;
 lua_State *alloc_newstate(alloc_t **out);

@@ -211,7 +211,6 @@ static void run_ready(host_t *h) {
     h->current = co;
     int st = lua_resume(co->L, nargs);
     h->current = NULL;
-    alloc_maintain(h->L);
     if (st == LUA_YIELD) {
       if (lua_gettop(co->L)) lua_settop(co->L, 0);
       if (co->state == CO_RUNNING) {
@@ -226,6 +225,7 @@ static void run_ready(host_t *h) {
       }
       continue;
     }
+    alloc_maintain(h->L); /* a coroutine that failed leaves garbage */
     int is_main = co == h->main;
     if (st != 0) {
       report_error(h, co, is_main);
@@ -243,6 +243,7 @@ int sched_run(host_t *h) {
   for (;;) {
     timer_expire(h);
     run_ready(h);
+    alloc_maintain(h->L);
     if (h->exiting) break;
     if (h->ready_head) {
       uv_run(h->loop, UV_RUN_NOWAIT);
