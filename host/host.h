@@ -133,6 +133,7 @@ typedef void (*host_up_fn)(host_t *h, const char *kind, int32_t arg);
 struct host_s {
   uv_loop_t *loop;
   lua_State *L;
+  struct alloc_s *alloc; /* alloc.c: the Lua state's allocator */
   /* Live coroutines by slot; slots are recycled, ids never are. */
   co_t **cos;
   int32_t cos_cap, cos_top;
@@ -264,9 +265,14 @@ int luaopen_orrery_core(lua_State *L);
 /* json.c */
 int luaopen_orrery_json_core(lua_State *L);
 
-/* alloc.c */
-lua_State *alloc_newstate(void);
-void alloc_done(void); /* after lua_close: returns the small-object chunks */
+/* alloc.c: one allocator per Lua state. alloc_free after lua_close;
+ * alloc_maintain between batches of coroutines (collects after a failed
+ * allocation, returns emptied memory); alloc_lmemory is core.memory. */
+typedef struct alloc_s alloc_t;
+lua_State *alloc_newstate(alloc_t **out);
+void alloc_free(alloc_t *a);
+void alloc_maintain(lua_State *L);
+int alloc_lmemory(lua_State *L);
 
 /* modules.c */
 void modules_preload(lua_State *L);

@@ -282,6 +282,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"set_tables", l_set_tables},
                                  {"exit", l_exit},
                                  {"stats", l_stats},
+                                 {"memory", alloc_lmemory},
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
                                  {"watchdog", l_watchdog},

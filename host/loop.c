@@ -309,6 +309,7 @@ int loop_run(host_t *h) {
   for (;;) {
     timer_expire(h);
     sched_run_ready(h);
+    alloc_maintain(h->L);
     if (h->exiting) break;
     if (h->ready_head) {
       uv_run(h->loop, UV_RUN_NOWAIT);
@@ -366,7 +367,8 @@ host_t *host_new(void) {
     free(loop);
     return NULL;
   }
-  lua_State *L = alloc_newstate();
+  alloc_t *alloc;
+  lua_State *L = alloc_newstate(&alloc);
   if (!L) {
     uv_loop_close(loop);
     free(loop);
@@ -374,10 +376,11 @@ host_t *host_new(void) {
     return NULL;
   }
   sched_init(h, L, loop);
+  h->alloc = alloc;
   chan_init(h);
   if (loop_init(h) != 0) {
     lua_close(L);
-    alloc_done();
+    alloc_free(alloc);
     uv_loop_close(loop);
     free(loop);
     free(h);
@@ -400,7 +403,8 @@ void host_free(host_t *h) {
   loop_watchdog(h, 0, 0); /* it may touch the Lua state */
   lua_close(h->L);
   h->L = NULL;
-  alloc_done();
+  alloc_free(h->alloc);
+  h->alloc = NULL;
   loop_close(h);
   uv_loop_close(loop);
   sched_close(h);

@@ -229,6 +229,7 @@ void sched_run_ready(host_t *h) {
       }
       continue;
     }
+    alloc_maintain(h->L); /* a coroutine that failed leaves garbage */
     int is_main = co == h->main;
     if (st != 0) {
       report_error(h, co, is_main);

@@ -200,6 +200,20 @@ end
 
 function M.stats() return core.stats() end
 
+-- memory() -> { used = bytes, limit = bytes | false, failures = n }: the
+-- Lua heap's live bytes, its limit and how many allocations it refused.
+function M.memory() return core.memory() end
+
+-- set_memory_limit(bytes | nil): caps the Lua heap; an allocation that
+-- would pass the cap raises "not enough memory" in the coroutine that
+-- asked for it. nil removes the cap. Also set by ORRERY_MEMORY_LIMIT.
+function M.set_memory_limit(bytes)
+  if bytes ~= nil and not (type(bytes) == "number" and bytes >= 0) then
+    error("orrery.set_memory_limit: bad argument #1 (bytes or nil expected)", 2)
+  end
+  core.memory(bytes or 0)
+end
+
 -- exit(code): ends the process once the calling coroutine yields.
 function M.exit(code)
   if code ~= nil and type(code) ~= "number" then
