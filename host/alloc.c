@@ -21,11 +21,20 @@
 #endif
 #ifdef ORRERY_ASAN
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+/* Chunks are mapped by the allocator, so LeakSanitizer would not look
+ * inside them for pointers to malloc'd blocks (large Lua objects, C
+ * state held by userdata): a process that exits without closing its Lua
+ * state (os.exit) would report everything those reference as leaked. */
+#define ROOT_ADD(p, n) __lsan_register_root_region((p), (n))
+#define ROOT_DEL(p, n) __lsan_unregister_root_region((p), (n))
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
+#define ROOT_ADD(p, n) ((void)(p), (void)(n))
+#define ROOT_DEL(p, n) ((void)(p), (void)(n))
 #endif
 
 #ifndef MADV_POPULATE_WRITE
@@ -130,6 +139,7 @@ static chunk_t *chunk_new(alloc_t *a, uint32_t c) {
     if (a->resv == a->resv_end && !reserve(a)) return NULL;
     ch = (chunk_t *)a->resv;
     a->resv += CHUNK;
+    ROOT_ADD(ch, CHUNK);
     if (!a->huge && a->used >= POPULATE_MIN)
       madvise(ch, CHUNK, MADV_POPULATE_WRITE);
   }
@@ -162,6 +172,7 @@ static void spare_release(alloc_t *a, size_t keep) {
     a->spare = ch->next;
     a->nspare--;
     UNPOISON(ch, CHUNK);
+    ROOT_DEL(ch, CHUNK);
     /* Unmapping splits the reservation's mapping; should the kernel's
      * limit on mappings refuse that, the pages are still given back. */
     if (munmap(ch, CHUNK) != 0) madvise(ch, CHUNK, MADV_DONTNEED);
