@@ -348,7 +348,7 @@ static int respond(lua_State *L, hconn_t *hc, int status, const char *body,
 }
 
 /* respond(conn, status, body|nil, headers|nil, ctype|nil, flags)
- *   -> true | false, slot (then write_status) | nil, err */
+ *   -> true | ORRERY_PARKED, slot (then write_status) | nil, err */
 int http_l_respond(lua_State *L) {
   net_conn_t *c;
   hconn_t *hc = hc_check(L, &c);

@@ -641,7 +641,7 @@ static int body_common(lua_State *L, hconn_t *hc, int all) {
   return -1;
 }
 
-/* body(conn, seq, code) -> the whole body | false, slot | nil, err */
+/* body(conn, seq, code) -> the whole body | ORRERY_PARKED, slot | nil, err */
 static int l_body(lua_State *L) {
   hconn_t *hc = hc_live(L, NULL);
   int r = body_common(L, hc, 1);
@@ -651,7 +651,7 @@ static int l_body(lua_State *L) {
   return 1;
 }
 
-/* read(conn, seq, code) -> next piece | nil at the end | false, slot |
+/* read(conn, seq, code) -> next piece | nil at the end | ORRERY_PARKED, slot |
  * nil, err */
 static int l_read(lua_State *L) {
   hconn_t *hc = hc_live(L, NULL);

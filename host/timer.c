@@ -105,7 +105,7 @@ void timer_expire(host_t *h) {
   h->nfired = 0;
 }
 
-/* sched_run() expires the heap once uv_run() returns; this only has to
+/* loop_run() expires the heap once uv_run() returns; this only has to
  * make sure that it does return. A libuv timer that is already due when
  * uv_run(UV_RUN_ONCE) starts fires before the poll, and without uv_stop()
  * the poll would then block with no timeout while any socket is open. */

@@ -3,8 +3,9 @@
 -- write and close, each blocking only the calling coroutine.
 --
 -- host/stream.c, listen.c and dns.c do the I/O (glue in net_lua.c); each
--- call that cannot complete at once parks the coroutine in C and returns
--- false, slot, and this module waits on the scheduler and calls again.
+-- call that cannot complete at once parks the coroutine in C and answers
+-- ORRERY_PARKED, slot (the parking protocol, docs/architecture.md); this
+-- module waits with sched.park / sched.await and calls again.
 -- Every blocking method takes an optional last argument: a timeout in
 -- seconds or a context. Expected failures return
 -- nil, err with err one of "eof", "timeout", "canceled", "closed",

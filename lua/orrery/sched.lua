@@ -89,7 +89,6 @@ local function park(slot, xctx)
   return code
 end
 M.park = park
-M.wait = park
 
 -- The time left until deadline, as a primitive's timeout (-1: none).
 local function left(deadline)
