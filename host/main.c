@@ -16,10 +16,13 @@ static const char usage[] =
     "       orrery run script.lua [args...]\n"
     "       orrery -e 'code' [args...]\n"
     "       orrery repl\n"
+    "       orrery attach SOCKET\n"
     "       orrery test [paths...]\n"
     "\n"
     "options:\n"
     "  -e code     run code as the main coroutine\n"
+    "  --console SOCKET\n"
+    "              open a console on this unix socket (orrery attach)\n"
     "  -v          print the version and exit\n"
     "  -h, --help  print this help and exit\n"
     "\n"
@@ -140,9 +143,36 @@ static int start_main(lua_State *L, int argc, char **argv, int first,
   return 0;
 }
 
+/* Opens the console of --console / ORRERY_CONSOLE (orrery.console). */
+static int open_console(lua_State *L, const char *path) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "orrery.console");
+  if (lua_pcall(L, 1, 1, 0) != 0) goto fail;
+  lua_getfield(L, -1, "listen");
+  lua_pushstring(L, path);
+  if (lua_pcall(L, 1, 2, 0) != 0) goto fail;
+  if (lua_isnil(L, -2)) {
+    fprintf(stderr, "orrery: cannot open the console %s: %s\n", path,
+            lua_tostring(L, -1));
+    return -1;
+  }
+  lua_pop(L, 3);
+  return 0;
+fail:
+  fprintf(stderr, "orrery: %s\n", lua_tostring(L, -1));
+  return -1;
+}
+
 int main(int argc, char **argv) {
   const char *code = NULL, *modname = NULL;
+  const char *console = getenv("ORRERY_CONSOLE");
   int first = 1;
+  while (argc >= 3 && !strcmp(argv[1], "--console")) {
+    console = argv[2];
+    argv[2] = argv[0];
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 2) {
     fputs(usage, stderr);
     return 2;
@@ -168,6 +198,10 @@ int main(int argc, char **argv) {
   } else if (!strcmp(argv[1], "test")) {
     modname = "orrery.testrunner";
     first = 2;
+  } else if (!strcmp(argv[1], "attach")) {
+    modname = "orrery.attach";
+    first = 2;
+    console = NULL;
   } else if (!strcmp(argv[1], "run")) {
     if (argc < 3) {
       fputs(usage, stderr);
@@ -193,6 +227,8 @@ int main(int argc, char **argv) {
   lua_pushliteral(L, "orrery");
   if (lua_pcall(L, 1, 0, 0) != 0) {
     fprintf(stderr, "orrery: %s\n", lua_tostring(L, -1));
+    rc = 1;
+  } else if (console && *console && open_console(L, console) != 0) {
     rc = 1;
   } else if (start_main(L, argc, argv, first, code, modname) != 0) {
     rc = 1;

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* net_lua.c -- orrery.net.core: the Lua glue of streams, listeners and
  * name resolution, each call that would block parking the coroutine. */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "errors.h"
@@ -247,6 +251,25 @@ static int l_peer(lua_State *L) {
   return 2;
 }
 
+/* peer_cred(c) -> uid, pid, same_user of the process at the other end
+ * of a unix socket | nil, err (the kernel's SO_PEERCRED: it cannot be
+ * forged by the peer). */
+static int l_peer_cred(lua_State *L) {
+  net_conn_t *c = net_check(L, 1);
+  uv_os_fd_t fd;
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (!c || !c->is_pipe || uv_fileno(&c->u.h, &fd) ||
+      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+    push_err(L, UV_ENOTCONN);
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)cr.uid);
+  lua_pushinteger(L, (lua_Integer)cr.pid);
+  lua_pushboolean(L, cr.uid == geteuid());
+  return 3;
+}
+
 static int push_sockname(lua_State *L, uv_tcp_t *t) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
@@ -431,16 +454,31 @@ static int l_listen_tcp(lua_State *L) {
   return push_lis(L, l);
 }
 
+static int l_lclose(lua_State *L);
+
+/* listen_unix(path, backlog, mode) -> listener | nil, err; with mode the
+ * socket file gets those permissions (0600: its owner only) before the
+ * first connection can be accepted. */
 static int l_listen_unix(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int backlog = (int)luaL_optinteger(L, 2, 511);
+  lua_Integer mode = luaL_optinteger(L, 3, -1);
   net_listener_t *l;
   int r = net_listen_unix(host_current, path, backlog, &l);
   if (r) {
     push_err(L, r);
     return 2;
   }
-  return push_lis(L, l);
+  push_lis(L, l);
+  if (mode >= 0 && chmod(path, (mode_t)mode) != 0) {
+    int e = -errno;
+    lua_pushcfunction(L, l_lclose);
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+    push_err(L, e);
+    return 2;
+  }
+  return 1;
 }
 
 static net_listener_t *lis_check(lua_State *L) {
@@ -545,6 +583,7 @@ int luaopen_orrery_net_core(lua_State *L) {
                                  {"shutdown", l_shutdown},
                                  {"close", l_close},
                                  {"peer", l_peer},
+                                 {"peer_cred", l_peer_cred},
                                  {"sockname", l_sockname},
                                  {"buffered", l_buffered},
                                  {"connect_tcp", l_connect_tcp},

@@ -111,6 +111,10 @@ function Conn:peer() return core.peer(self.c) end
 function Conn:local_addr() return core.sockname(self.c) end
 function Conn:buffered() return core.buffered(self.c) end
 
+--- conn:peer_cred() -> uid, pid, same_user: who is at the other end of a
+-- unix socket, as the kernel says (SO_PEERCRED) | nil, err.
+function Conn:peer_cred() return core.peer_cred(self.c) end
+
 function Conn:__tostring()
   local ip, port = core.peer(self.c)
   return ("net.conn (%s:%s)"):format(tostring(ip), tostring(port))
@@ -191,9 +195,10 @@ local Listener = {}
 Listener.__index = Listener
 M.Listener = Listener
 
---- net.listen{ host=, port= | unix=, backlog= } -> listener | nil, err.
+--- net.listen{ host=, port= | unix=, mode=, backlog= } -> listener | nil, err.
 -- host defaults to "127.0.0.1"; port 0 picks a free port (listener.port).
-local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true }
+-- mode (unix sockets): the socket file's permissions, e.g. 384 (0600).
+local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true, mode = true }
 
 function M.listen(opts)
   local F = "orrery.net.listen"
@@ -205,9 +210,13 @@ function M.listen(opts)
   check.type_opt(F, opts, "host", "string", 3)
   check.port_opt(F, opts, "port", 3)
   check.number_opt(F, opts, "backlog", { int = true, strict = true, what = "positive integer" }, 3)
+  if opts.mode ~= nil and (type(opts.mode) ~= "number" or opts.mode % 1 ~= 0
+      or opts.mode < 0 or opts.mode > 511 or not opts.unix) then
+    error(F .. ": option mode must be file permissions (0 to 511) for a unix socket", 2)
+  end
   local l, err
   if opts.unix then
-    l, err = core.listen_unix(opts.unix, opts.backlog)
+    l, err = core.listen_unix(opts.unix, opts.backlog, opts.mode)
     if not l then return nil, err end
     return setmetatable({ l = l, unix = opts.unix }, Listener)
   end

@@ -1,0 +1,256 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.console -- a console into a running service: a unix socket that
+-- the same user attaches to with `orrery attach PATH`, and the commands an
+-- operator runs there (plain functions, usable from scripts too).
+--
+-- Each attached operator gets a session: a coroutine of its own that runs
+-- what is typed inside the service, with its own globals (reads fall back
+-- to _G) and its own print, while the service goes on. Detaching (exit,
+-- Ctrl-D, a dropped connection) ends the session and never the service.
+--
+-- The wire protocol is lines. Server to client: "o <text>" is a line of
+-- output, "p <prompt>" asks for input. Client to server: "l <text>" is a
+-- line of input, "i" interrupts the running command (Ctrl-C).
+local orrery = require "orrery"
+local net = require "orrery.net"
+local sched = require "orrery.sched"
+local chan = require "orrery.chan"
+local context = require "orrery.context"
+local eval = require "orrery.eval"
+local C = require "orrery.ffi"
+
+local M = {}
+
+-- -- Commands --
+
+local function matches(c, f)
+  if f.state and c.state ~= f.state then return false end
+  if f.wait then
+    -- What it waits on, with the name or role of the channel.
+    local w = (c.wait or "") .. " " .. (c.name or c.role or "")
+    if not w:find(f.wait, 1, true) then return false end
+  end
+  if f.site and not (c.site and c.site:find(f.site, 1, true)) then return false end
+  return true
+end
+
+local function filter_arg(fname, f)
+  if f == nil then return {} end
+  if type(f) ~= "table" then
+    error(("orrery.console.%s: bad argument #1 (filter table expected, got %s)"):format(fname, type(f)), 3)
+  end
+  for k in pairs(f) do
+    if k ~= "state" and k ~= "wait" and k ~= "site" then
+      error(("orrery.console.%s: unknown filter %s (state, wait, site)"):format(fname, tostring(k)), 3)
+    end
+  end
+  return f
+end
+
+--- console.coroutines([filter]) -> list of orrery.coroutines() entries;
+-- filter = { state = "waiting", wait = "chan receive", site = "app.lua" }
+-- (wait and site match substrings; wait also matches the channel's name).
+function M.coroutines(filter)
+  local f = filter_arg("coroutines", filter)
+  local out = {}
+  for _, c in ipairs(orrery.coroutines()) do
+    if matches(c, f) then out[#out + 1] = c end
+  end
+  return out
+end
+
+--- console.dump([filter]) -> text: orrery.dump() of the matching coroutines.
+function M.dump(filter)
+  local f = filter_arg("dump", filter)
+  local keep = {}
+  for _, c in ipairs(orrery.coroutines()) do
+    if matches(c, f) then keep[c.id] = true end
+  end
+  local parts = {}
+  for block in (orrery.dump() .. "\n"):gmatch("(coroutine %d+.-\n)\n") do
+    local id = tonumber(block:match("^coroutine (%d+)"))
+    if keep[id] then parts[#parts + 1] = block end
+  end
+  return table.concat(parts, "\n")
+end
+
+--- console.channels() -> list of { id, name, role, len, cap, closed } for
+-- the live channels that have a name or a role.
+function M.channels()
+  local out = {}
+  for id, ch in pairs(chan.by_id) do
+    out[#out + 1] = { id = id, name = ch.name, role = ch.role, len = ch:len(),
+      cap = ch:cap(), closed = ch:closed() }
+  end
+  table.sort(out, function(a, b) return a.id < b.id end)
+  return out
+end
+
+--- console.breakers() -> orrery.breaker.list(); console.limiters() ->
+-- orrery.limit.list() (state and counts of each).
+function M.breakers() return require("orrery.breaker").list() end
+function M.limiters() return require("orrery.limit").list() end
+
+--- console.memory() -> { lua_bytes, used, limit, failures, rss_bytes }
+function M.memory()
+  local m = orrery.memory and orrery.memory() or {}
+  local r = { lua_bytes = collectgarbage("count") * 1024, used = m.used, limit = m.limit,
+    failures = m.failures }
+  local f = io.open("/proc/self/statm")
+  if f then
+    local pages = f:read("*n") and f:read("*n")
+    f:close()
+    if pages then r.rss_bytes = pages * 4096 end
+  end
+  return r
+end
+
+--- console.lag() -> seconds: how long a coroutine that asks to run now
+-- waits for its turn (the loop's lag).
+function M.lag()
+  local t0 = C.orrery_ffi_now()
+  orrery.sleep(0)
+  return C.orrery_ffi_now() - t0
+end
+
+local HELP = [[
+console commands (also in require "orrery.console"):
+  coroutines{state=, wait=, site=}   live coroutines, filtered
+  dump{state=, wait=, site=}         their dump, as on SIGQUIT
+  channels()                         named channels: len, cap, closed
+  breakers(), limiters()             circuit breakers and rate limiters
+  memory(), lag(), stats()           memory, loop lag, scheduler counts
+  exit (or Ctrl-D)                   detach; the service goes on
+Anything else is Lua, run inside the service in this session's coroutine;
+Ctrl-C interrupts it.]]
+
+-- -- Sessions --
+
+local function send(conn, kind, text)
+  for line in (tostring(text) .. "\n"):gmatch("([^\n]*)\n") do
+    if not conn:write(kind .. " " .. line .. "\n") then return false end
+  end
+  return true
+end
+
+local function new_env(conn)
+  local env = {}
+  env.print = function(...)
+    local t = {}
+    for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+    send(conn, "o", table.concat(t, "\t"))
+  end
+  env.help = function() send(conn, "o", HELP) end
+  for _, k in ipairs { "coroutines", "dump", "channels", "breakers", "limiters", "memory", "lag" } do
+    env[k] = M[k]
+  end
+  env.stats = orrery.stats
+  env.orrery = orrery
+  return setmetatable(env, { __index = _G })
+end
+
+-- Runs one session until the operator detaches.
+local function session(srv, conn)
+  local env = new_env(conn)
+  local input = chan.new(16, "console input")
+  local current -- cancel function of the running command
+  -- The reader takes the operator's lines while a command runs, so that
+  -- "i" (Ctrl-C) can interrupt it.
+  orrery.go(function()
+    while true do
+      local line = conn:read_until("\n", 65536)
+      if not line then break end
+      line = line:sub(1, -2)
+      if line == "i" then
+        if current then current() end
+      elseif line:sub(1, 2) == "l " then
+        input:send(line:sub(3))
+      end
+    end
+    input:close()
+  end)
+  send(conn, "o", ("orrery %s console, pid %s; help() lists the commands"):format(orrery.version,
+    tostring(srv.pid)))
+  local buf
+  while true do
+    if not send(conn, "p", buf and ">> " or "> ") then break end
+    local line, ok = input:recv()
+    if not ok then break end
+    if not buf and (line == "exit" or line == "quit") then break end
+    buf = buf and (buf .. "\n" .. line) or line
+    local f, err, more = eval.compile(buf, "=console")
+    if not (not f and more) then
+      buf = nil
+      if not f then
+        send(conn, "o", err)
+      else
+        setfenv(f, env)
+        local ctx, cancel = context.with_cancel(srv.ctx)
+        current = cancel
+        local slot = C.orrery_ffi_co_slot()
+        local old = sched.bind(slot, ctx)
+        local r = sched.pack(xpcall(f, eval.traceback))
+        sched.bind(slot, old)
+        current = nil
+        cancel()
+        if not r[1] then
+          send(conn, "o", r[2])
+        elseif r.n > 1 then
+          local out = {}
+          for i = 2, r.n do out[#out + 1] = eval.show(r[i]) end
+          send(conn, "o", table.concat(out, "\t"))
+        end
+      end
+    end
+  end
+  conn:close()
+end
+
+local Console = {}
+Console.__index = Console
+
+--- console.listen(path) -> console | nil, err: opens a unix socket with
+-- mode 0600 that accepts only the user the service runs as (peer
+-- credentials are checked); `orrery attach path` connects to it.
+-- console.sessions is the number attached now, console.attached the
+-- number since it opened.
+function M.listen(path)
+  if type(path) ~= "string" or path == "" then
+    error("orrery.console.listen: bad argument #1 (socket path expected, got " .. type(path) .. ")", 2)
+  end
+  local lis, err = net.listen { unix = path, mode = 384 }
+  if not lis then return nil, err end
+  local ctx, cancel = context.with_cancel(context.without_cancel(context.background()))
+  local f = io.open("/proc/self/stat")
+  local pid = f and f:read("*l"):match("^(%d+)")
+  if f then f:close() end
+  local srv = setmetatable({ lis = lis, path = path, ctx = ctx, cancel = cancel, pid = pid,
+    sessions = 0, attached = 0 }, Console)
+  sched.spawn(ctx, function()
+    while true do
+      local conn = lis:accept()
+      if not conn then break end
+      local _, _, same = conn:peer_cred()
+      if not same then
+        conn:write("o permission denied: not the service's user\n")
+        conn:close()
+      else
+        srv.sessions = srv.sessions + 1
+        srv.attached = srv.attached + 1
+        sched.spawn(ctx, function()
+          session(srv, conn)
+          srv.sessions = srv.sessions - 1
+        end)
+      end
+    end
+  end)
+  return srv
+end
+
+--- console:close(): stops accepting and ends every session.
+function Console:close()
+  self.lis:close()
+  self.cancel()
+end
+
+return M

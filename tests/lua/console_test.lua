@@ -1,0 +1,102 @@
+-- console_test.lua -- a console into a running service: `orrery attach`
+-- runs commands inside it, sessions keep their own globals, detaching
+-- leaves the service running, and the socket is its user's only.
+local T = require "orrery.test"
+
+-- The service: opens a console, starts `orrery attach` in the background
+-- with the given input, waits for that session to come and go, then
+-- prints what the operator saw and its own state.
+local SERVICE = [[
+local orrery = require "orrery"
+local console = require "orrery.console"
+local exe, dir, input = arg[1], arg[2], arg[3]
+local sock = dir .. "/c.sock"
+local srv = assert(console.listen(sock))
+local jobs = orrery.chan(0, "jobs")
+orrery.go(function() jobs:recv() end)
+served = 41
+local f = io.open(dir .. "/in", "w"); f:write(input); f:close()
+os.execute(("%s attach %s < %s/in > %s/out 2>&1 &"):format(exe, sock, dir, dir))
+for _ = 1, 2000 do -- the session's end is the event; this bounds the wait
+  if srv.attached > 0 and srv.sessions == 0 then break end
+  orrery.sleep(0.01)
+end
+local p = io.popen("stat -c %a " .. sock); print("mode " .. p:read("*l")); p:close()
+f = io.open(dir .. "/out"); io.write(f:read("*a")); f:close()
+print("service served " .. served .. ", sessions " .. srv.attached)
+srv:close()
+]]
+
+local function run(input)
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
+  local st, out, err = T.script(SERVICE, { args = { T.exe, dir, input }, timeout = 30 })
+  os.execute("rm -rf " .. dir)
+  return st, out, err
+end
+
+T.test("orrery attach runs commands inside the live service and detaches", function()
+  local st, out, err = run(table.concat({
+    "_G.served = served + 1", -- the service's own global
+    "=served",
+    "x = 5",                   -- a global of this session
+    "=x * 2",
+    'coroutines{ wait = "jobs" }[1].name',
+    'print("printed", 1)',
+    'error("boom")',
+    "exit",
+    "",
+  }, "\n"))
+  T.eq(st, 0, err)
+  T.match(out, "^mode 600\n")
+  T.match(out, "console, pid %d+; help%(%) lists the commands\n")
+  T.match(out, "\n42\n10\n\"jobs\"\nprinted\t1\nconsole:1: boom\n")
+  T.match(out, "service served 42, sessions 1\n$")
+end)
+
+T.test("the console's commands are plain functions", function()
+  local orrery = require "orrery"
+  local console = require "orrery.console"
+  local ch = orrery.chan(0, "console_test inbox")
+  local id = orrery.go(function() ch:recv() end)
+  T.settle({ id })
+  local list = console.coroutines { wait = "console_test inbox" }
+  T.eq(#list, 1)
+  T.eq(list[1].id, id)
+  T.match(console.dump { wait = "console_test inbox" }, "coroutine " .. id .. " %[chan receive on chan #%d+ \"console_test inbox\"")
+  local found
+  for _, c in ipairs(console.channels()) do
+    if c.name == "console_test inbox" then found = c end
+  end
+  T.eq(found and found.cap, 0)
+  T.ok(console.memory().lua_bytes > 0)
+  T.ok(console.lag() >= 0)
+  T.raises(function() console.coroutines { color = 1 } end, "unknown filter color")
+  T.raises(function() console.listen(42) end, "orrery.console.listen: bad argument #1")
+  ch:send(1)
+end)
+
+T.test("orrery attach to a socket nobody listens on fails clearly", function()
+  local st, _, err = T.run({ "attach", "/nonexistent/orrery.sock" })
+  T.eq(st, 1)
+  T.match(err, "cannot connect to /nonexistent/orrery.sock")
+end)
+
+T.test("--console opens the console before the script runs; a bad path fails at start", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
+  local sock = dir .. "/svc.sock"
+  local st, out, err = T.run({ "--console", sock, "-e",
+    'print(os.execute("test -S ' .. sock .. '") == 0)' })
+  T.eq(st, 0, err)
+  T.eq(out, "true\n")
+  st, _, err = T.run({ "--console", dir .. "/no/such/dir/x.sock", "-e", "print(1)" })
+  T.eq(st, 1)
+  T.match(err, "cannot open the console")
+  st, out = T.run({ "-e", 'print(os.execute("test -S ' .. dir .. '/env.sock") == 0)' },
+    { env = { ORRERY_CONSOLE = dir .. "/env.sock" } })
+  T.eq(out, "true\n")
+  os.execute("rm -rf " .. dir)
+end)
