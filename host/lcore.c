@@ -243,6 +243,14 @@ static int l_watch_signals(lua_State *L) {
   return 0;
 }
 
+/* core.catch_sighup() -> true, or false when another worker owns the
+ * process's signals: SIGHUP is relayed to sched.handlers.sighup. */
+static int l_catch_sighup(lua_State *L) {
+  host_t *h = get_host(L);
+  lua_pushboolean(L, loop_catch_hup(h) == 0);
+  return 1;
+}
+
 static int l_set_grace(lua_State *L) {
   host_t *h = get_host(L);
   double g = luaL_checknumber(L, 1);
@@ -278,6 +286,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"stats", l_stats},
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
+                                 {"catch_sighup", l_catch_sighup},
                                  {"watchdog", l_watchdog},
                                  {"cdef", l_cdef},
                                  {"readline", repl_readline},
