@@ -353,6 +353,49 @@ T.test("the OpenMetrics exposition keeps the same samples", function()
   T.ok(keep)
 end)
 
+-- The OpenMetrics parser of Debian's python3-prometheus-client is strict
+-- (promtool reads the text format only); scripts/deps.sh installs it
+-- when missing, and a failed install fails the test.
+local PY = "/usr/bin/python3"
+local PARSE = [[
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+n = 0
+for f in text_string_to_metric_families(open(sys.argv[1]).read()):
+    n += len(f.samples)
+print("samples", n)
+]]
+
+local function om_parser()
+  local check = PY .. " -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1"
+  if os.execute(check) == 0 then return end
+  local st = os.execute(T.shquote(root .. "scripts/deps.sh") .. " python3-prometheus-client >/dev/null 2>&1")
+  if os.execute(check) ~= 0 then
+    T.fail("python3-prometheus-client is missing and `scripts/deps.sh python3-prometheus-client`"
+      .. " could not install it (status " .. tostring(st) .. ")")
+  end
+end
+
+T.test("a strict OpenMetrics parser accepts the OpenMetrics exposition", function()
+  om_parser()
+  local r, keep = everything()
+  local text = r:expose("openmetrics")
+  local f, py = os.tmpname(), os.tmpname()
+  local h = io.open(f, "w")
+  h:write(text)
+  h:close()
+  h = io.open(py, "w")
+  h:write(PARSE)
+  h:close()
+  local p = io.popen(PY .. " " .. py .. " " .. f .. " 2>&1; echo \"status=$?\"")
+  local out = p:read("*a")
+  p:close()
+  os.remove(f)
+  os.remove(py)
+  T.match(out, "^samples %d+\nstatus=0\n$", "the parser's complaints, for:\n" .. text)
+  T.ok(keep)
+end, { timeout = 300 })
+
 T.test("metrics.handler answers by the Accept header", function()
   local app = http.router()
   app:get("/metrics", metrics.handler())
