@@ -760,6 +760,8 @@ function M.runtime(r)
   local g = function(o) return define(r, "gauge", o, "orrery.metrics.runtime") end
   local c = function(o) return define(r, "counter", o, "orrery.metrics.runtime") end
   local co = g { name = "orrery_coroutines", help = "Live coroutines." }
+  local costate = g { name = "orrery_coroutines_by_state", labels = { "state" },
+    help = "Live coroutines by state (runnable, running, waiting)." }
   local timers = g { name = "orrery_timers", help = "Pending timers (sleeps, deadlines, timeouts)." }
   local lmem = g { name = "orrery_lua_memory_bytes", help = "Memory in use by the Lua heap.", unit = "bytes" }
   local rss = g { name = "process_resident_memory_bytes", help = "Resident memory size in bytes.", unit = "bytes" }
@@ -789,6 +791,11 @@ function M.runtime(r)
     if orrery then
       local st = orrery.stats()
       co:set(st.coroutines)
+      if st.waiting then
+        costate:set(st.runnable, "runnable")
+        costate:set(st.running, "running")
+        costate:set(st.waiting, "waiting")
+      end
       timers:set(st.timers)
     end
     lmem:set(floor(collectgarbage("count") * 1024))

@@ -262,10 +262,27 @@ T.test("built-in metrics: runtime, breakers and limiters in the default registry
   T.ok(set['orrery_limiter_in_flight{limiter="db_test"} 0'])
   local text = metrics.expose()
   T.match(text, "\norrery_coroutines %d+\n")
+  T.match(text, '\norrery_coroutines_by_state{state="running"} 1\n')
+  T.match(text, '\norrery_coroutines_by_state{state="waiting"} %d+\n')
   T.match(text, "\norrery_timers %d+\n")
   T.match(text, "\norrery_lua_memory_bytes %d+\n")
   T.match(text, "\nprocess_resident_memory_bytes [1-9]%d*\n")
   T.ok(cb and tb and bh)
+end)
+
+T.test("orrery.stats() counts coroutines by state", function()
+  local orrery = require "orrery"
+  local ch = orrery.chan()
+  local ids = {}
+  for i = 1, 3 do ids[i] = orrery.go(function() ch:recv() end) end
+  T.settle(ids)
+  orrery.go(function() end) -- runnable, not started yet
+  local s = orrery.stats()
+  T.eq(s.running, 1)
+  T.ok(s.waiting >= 3)
+  T.ok(s.runnable >= 1)
+  T.eq(s.runnable + s.running + s.waiting, s.coroutines)
+  ch:close()
 end)
 
 -- Every feature in one registry, for promtool.
