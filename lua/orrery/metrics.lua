@@ -122,19 +122,20 @@ local function new_child(m, lv)
   return setmetatable(ch, CHILD[m.kind])
 end
 
-local function label_str(m, v, i)
+-- level: error()'s, naming the user's line from the caller of label_str.
+local function label_str(m, v, i, level)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then
     if v ~= v then
-      error(("orrery.metrics: %s: label %s: NaN is not a label value"):format(m.name, m.labels[i]), 4)
+      error(("orrery.metrics: %s: label %s: NaN is not a label value"):format(m.name, m.labels[i]), level)
     end
     if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return ("%d"):format(v) end
     return tostring(v)
   end
   if t == "boolean" then return tostring(v) end
   error(("orrery.metrics: %s: label %s: bad value (string expected, got %s)"):format(m.name,
-    m.labels[i], t), 4)
+    m.labels[i], t), level)
 end
 
 local function series_key(lv)
@@ -183,7 +184,7 @@ local function slow_child(m, ...)
     if raw[i] == nil then
       error(("orrery.metrics: %s: label %s: value missing"):format(m.name, m.labels[i]), 3)
     end
-    lv[i] = label_str(m, raw[i], i)
+    lv[i] = label_str(m, raw[i], i, 4)
   end
   local key = series_key(lv)
   local ch = m.bykey[key]
@@ -324,7 +325,7 @@ local function remove(self, ...)
     if v == nil then
       error(("orrery.metrics: %s: expected %d label values"):format(self.name, self.nl), 2)
     end
-    lv[i] = label_str(self, v, i)
+    lv[i] = label_str(self, v, i, 3)
   end
   local key = series_key(lv)
   local ch = self.bykey[key]
@@ -369,7 +370,7 @@ local function value(self, ...)
   for i = 1, self.nl do
     local v = select(i, ...)
     if v == nil then return nil end
-    lv[i] = label_str(self, v, i)
+    lv[i] = label_str(self, v, i, 3)
   end
   local ch = self.bykey[series_key(lv)]
   if ch then return ch:value() end

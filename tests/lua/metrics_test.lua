@@ -65,7 +65,9 @@ T.test("number and boolean label values name the same series as their strings", 
   T.eq(c:value("200", "true"), 3)
   T.eq(c:series_count(), 1)
   T.raises(function() c:inc(1, 0 / 0, "x") end, "NaN is not a label value")
-  T.raises(function() c:inc(1, {}, "x") end, "label code: bad value")
+  raises_like(function() c:inc(1, {}, "x") end, "metrics_test.lua:%d+: .*label code: bad value")
+  raises_like(function() c:value(0 / 0, "x") end, "metrics_test.lua:%d+: .*NaN")
+  raises_like(function() c:remove({}, "x") end, "metrics_test.lua:%d+: .*bad value")
 end)
 
 T.test("wrong number of label values raises at the caller's line", function()
