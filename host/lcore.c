@@ -226,8 +226,8 @@ static int l_exit(lua_State *L) {
 }
 
 /* core.stats() -> { coroutines, runnable, running, waiting, timers,
- * current }. The counts by state walk the slots: about a millisecond for
- * 100k coroutines, cheap enough for a metrics scrape. */
+ * current }. The counts by state walk the slots: 116 us for 100k parked
+ * coroutines (release build), cheap enough for a metrics scrape. */
 static int l_stats(lua_State *L) {
   host_t *h = get_host(L);
   int32_t n[CO_DEAD + 1] = {0};
