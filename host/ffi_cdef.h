@@ -46,6 +46,9 @@ enum {
 };
 
 double orrery_ffi_now(void);
+/* Wall-clock time (CLOCK_REALTIME) in seconds since the epoch, for
+ * timestamps people read (log lines); deadlines use orrery_ffi_now. */
+double orrery_ffi_wall_now(void);
 int32_t orrery_ffi_co_slot(void);
 uint64_t orrery_ffi_co_id(void);
 

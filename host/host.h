@@ -241,6 +241,9 @@ int loop_run(host_t *h);
 void loop_close(host_t *h);
 void loop_dump(host_t *h);
 void loop_watch_signals(host_t *h);
+/* Catches SIGHUP and relays it as the "sighup" hook; -1 when another
+ * worker owns the signals. */
+int loop_catch_hup(host_t *h);
 /* The watchdog: when the loop has not completed a turn for timeout
  * seconds, report the running coroutine and act (LOOP_WD_*). A timeout
  * <= 0 turns it off. */

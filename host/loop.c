@@ -19,6 +19,10 @@
  * passed to the loop through an async handle (uv_async_send is
  * async-signal-safe), which starts the graceful shutdown there.
  *
+ * SIGHUP is caught only once Lua asks for it (loop_catch_hup: a log file
+ * to reopen); until then it keeps its default, ending the process, as in
+ * Go. Each one is relayed to Lua as the "sighup" hook.
+ *
  * Signal dispositions belong to the process, so the first worker that
  * starts takes them: sig_target is the one process-wide static of the
  * loop, set once and cleared when that worker closes. */
@@ -41,13 +45,14 @@ struct loop_s {
   host_t *h;
   uv_async_t relay;
   volatile sig_atomic_t nshutdown; /* SIGINT/SIGTERM received */
-  volatile sig_atomic_t first_sig, quit;
+  volatile sig_atomic_t first_sig, quit, hup;
   volatile sig_atomic_t interactive, interrupts;
+  int hup_caught;   /* SIGHUP's handler is installed (old_hup saved) */
   int shutdown_sig; /* the first SIGINT/SIGTERM, once the loop has seen it */
   double grace;
   uv_timer_t grace_timer;
   watchdog_t wd;
-  struct sigaction old[3];
+  struct sigaction old[3], old_hup;
 };
 
 static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
@@ -77,6 +82,10 @@ static void on_relay(uv_async_t *a) {
     lp->quit = 0;
     fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
     loop_dump(h);
+  }
+  if (lp->hup) {
+    lp->hup = 0;
+    host_up(h, "sighup", SIGHUP);
   }
   if (lp->nshutdown && !lp->shutdown_sig) {
     int signum = lp->first_sig;
@@ -115,6 +124,8 @@ static void on_signal(int signum) {
     lp->interrupts = 1;
   } else if (signum == SIGQUIT) {
     lp->quit = 1;
+  } else if (signum == SIGHUP) {
+    lp->hup = 1;
   } else if (lp->nshutdown++ == 0) {
     lp->first_sig = signum;
   } else {
@@ -126,21 +137,40 @@ static void on_signal(int signum) {
   errno = saved;
 }
 
+static void fill_action(struct sigaction *sa) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sa_handler = on_signal;
+  sigemptyset(&sa->sa_mask);
+  sa->sa_flags = SA_RESTART;
+}
+
 static void install_signals(struct loop_s *lp) {
   struct loop_s *none = NULL;
   if (!atomic_compare_exchange_strong(&sig_target, &none, lp)) return;
   struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
+  fill_action(&sa);
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, &lp->old[i]);
 }
 
 static void remove_signals(struct loop_s *lp) {
   if (atomic_load(&sig_target) != lp) return;
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &lp->old[i], NULL);
+  if (lp->hup_caught) sigaction(SIGHUP, &lp->old_hup, NULL);
+  lp->hup_caught = 0;
   atomic_store(&sig_target, NULL);
+}
+
+/* Catches SIGHUP from now on and relays it to Lua ("sighup"). Returns 0,
+ * or -1 when another worker owns the process's signals. */
+int loop_catch_hup(host_t *h) {
+  struct loop_s *lp = h->lp;
+  if (atomic_load(&sig_target) != lp) return -1;
+  if (lp->hup_caught) return 0;
+  struct sigaction sa;
+  fill_action(&sa);
+  sigaction(SIGHUP, &sa, &lp->old_hup);
+  lp->hup_caught = 1;
+  return 0;
 }
 
 int loop_init(host_t *h) {
@@ -336,6 +366,10 @@ int loop_run(host_t *h) {
     uv_run(h->loop, UV_RUN_ONCE);
     atomic_store(&h->polling, 0);
   }
+  /* The last call into a Lua state that is still whole (finalizers run in
+   * no particular order once lua_close starts): buffered output such as
+   * orrery.log's is written here. */
+  host_up(h, "exit", h->exit_code);
   return h->exit_code;
 }
 

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "host.h"
 
@@ -172,6 +173,12 @@ int orrery_ffi_timer_stop(orrery_tmr *t) {
 
 double orrery_ffi_now(void) {
   return sched_now();
+}
+
+double orrery_ffi_wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 int orrery_ffi_sleep(double secs) {

@@ -1,13 +1,14 @@
 -- docs_test.lua -- every example in the core runtime's documentation runs.
 --
--- In docs/runtime.md, docs/errors.md and docs/go-guide.md each ```lua
+-- In each document of DOCS below, each ```lua
 -- block is a complete script: it is run with the orrery binary and must
 -- exit 0, or with the status its fence names (```lua exit=2). A ```text
 -- block right after it is the exact standard output it must print. A
 -- block fenced ```lua fragment is not run.
 local T = require "orrery.test"
 
-local DOCS = { "docs/runtime.md", "docs/errors.md", "docs/go-guide.md", "docs/json.md", "docs/http.md", "docs/resilience.md", "docs/net.md", "docs/console.md" }
+local DOCS = { "docs/runtime.md", "docs/errors.md", "docs/go-guide.md", "docs/json.md", "docs/http.md",
+  "docs/resilience.md", "docs/net.md", "docs/console.md", "docs/metrics.md", "docs/log.md" }
 
 -- The repository root, from this file's own path (tests/lua/docs_test.lua).
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/docs_test%.lua$") or "")
