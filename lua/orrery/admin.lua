@@ -1,0 +1,80 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.admin -- the admin HTTP listener: metrics, the coroutine dump and
+-- a health check, for operators and their tools (Prometheus, curl).
+-- Off unless started; on loopback unless told otherwise.
+local orrery = require "orrery"
+local http = require "orrery.http"
+local json = require "orrery.json"
+local metrics = require "orrery.metrics"
+local console = require "orrery.console"
+
+local M = {}
+
+local OPTS = { host = true, port = true, registry = true, health = true, allow_remote = true }
+
+local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true, localhost = true }
+
+-- The filter of a /debug/coroutines request: ?state=&wait=&site=.
+local function filter_of(req)
+  local q = req.query
+  local f = {}
+  for _, k in ipairs { "state", "wait", "site" } do
+    if q[k] and q[k] ~= "" then f[k] = q[k] end
+  end
+  return f
+end
+
+local function coroutines(req)
+  local f = filter_of(req)
+  if req.query.format == "json" then
+    local list = console.coroutines(f)
+    for _, c in ipairs(list) do
+      if c.cases then c.cases = json.array(c.cases) end
+    end
+    return 200, json.array(list)
+  end
+  return 200, console.dump(f) .. "\n"
+end
+
+--- admin.listen{ host = "127.0.0.1", port = 9090, registry =, health =,
+-- allow_remote = false } -> server | nil, err. Routes:
+--   GET /metrics            the registry (default metrics.default), text
+--                           or OpenMetrics by the Accept header
+--   GET /debug/coroutines   the dump as text; ?format=json for JSON;
+--                           ?state=, ?wait=, ?site= filter
+--   GET /health             200 {"status":"ok"}, or what health() returns
+--                           (status, body), 503 when it raises
+-- A host other than loopback needs allow_remote = true.
+function M.listen(opts)
+  local F = "orrery.admin.listen"
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error(F .. ": bad argument #1 (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  for k in pairs(opts) do
+    if not OPTS[k] then error(("%s: unknown option '%s'"):format(F, tostring(k)), 2) end
+  end
+  local host = opts.host or "127.0.0.1"
+  if type(host) ~= "string" then error(F .. ": option host must be a string", 2) end
+  if not LOOPBACK[host] and not opts.allow_remote then
+    error(F .. ": option host '" .. host .. "' is not loopback (set allow_remote = true to listen there)", 2)
+  end
+  if opts.health ~= nil and type(opts.health) ~= "function" then
+    error(F .. ": option health must be a function", 2)
+  end
+  local health = opts.health
+  local r = http.router()
+  r:get("/metrics", metrics.handler { registry = opts.registry })
+  r:get("/debug/coroutines", coroutines)
+  r:get("/health", function()
+    if not health then return 200, { status = "ok" } end
+    local ok, status, body = pcall(health)
+    if not ok then return 503, { status = "unavailable", error = tostring(status) } end
+    return status or 200, body or { status = "ok" }
+  end)
+  local port = opts.port
+  if port == nil then port = 9090 end
+  return http.listen(r, { host = host, port = port, access_log = false })
+end
+
+return M
