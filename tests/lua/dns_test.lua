@@ -12,7 +12,7 @@ local sched = require "orrery.sched"
 local function resolve(name, timeout, ctx)
   local r, slot, d = core.resolve(name, timeout or -1)
   if r == nil then return nil, slot end
-  local code = sched.wait(slot, ctx)
+  local code = sched.park(slot, ctx)
   if code < 0 then return nil, net.wake_err(code) end
   return core.resolve_result(d)
 end
