@@ -243,6 +243,12 @@ static int l_watch_signals(lua_State *L) {
   return 0;
 }
 
+/* watch_hup() -> true | false (another worker holds the signals) */
+static int l_watch_hup(lua_State *L) {
+  lua_pushboolean(L, loop_watch_hup(get_host(L)) == 0);
+  return 1;
+}
+
 static int l_set_grace(lua_State *L) {
   host_t *h = get_host(L);
   double g = luaL_checknumber(L, 1);
@@ -285,6 +291,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"memory", alloc_lmemory},
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
+                                 {"watch_hup", l_watch_hup},
                                  {"watchdog", l_watchdog},
                                  {"interactive", l_interactive},
                                  {"cdef", l_cdef},

@@ -12,7 +12,8 @@
 
 #include "host.h"
 
-/* Signals. SIGINT, SIGTERM and SIGQUIT are caught by a plain signal
+/* Signals. SIGINT, SIGTERM and SIGQUIT (and SIGHUP once the Lua side asks
+ * for it, loop_watch_hup) are caught by a plain signal
  * handler, not in the loop: a coroutine stuck in `while true do end`
  * never lets the loop run again, and a second SIGINT/SIGTERM must still
  * end the process at once, as in Go. The first one (and every SIGQUIT) is
@@ -43,11 +44,13 @@ struct loop_s {
   volatile sig_atomic_t nshutdown; /* SIGINT/SIGTERM received */
   volatile sig_atomic_t first_sig, quit;
   volatile sig_atomic_t interactive, interrupts;
+  volatile sig_atomic_t hups; /* SIGHUP received, not yet relayed */
+  int hup_caught;             /* our handler is installed for SIGHUP */
   int shutdown_sig; /* the first SIGINT/SIGTERM, once the loop has seen it */
   double grace;
   uv_timer_t grace_timer;
   watchdog_t wd;
-  struct sigaction old[3];
+  struct sigaction old[3], old_hup;
 };
 
 static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
@@ -78,6 +81,10 @@ static void on_relay(uv_async_t *a) {
     fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
     loop_dump(h);
   }
+  if (lp->hups) {
+    lp->hups = 0;
+    host_up(h, "hup", SIGHUP);
+  }
   if (lp->nshutdown && !lp->shutdown_sig) {
     int signum = lp->first_sig;
     lp->shutdown_sig = signum;
@@ -102,7 +109,9 @@ static void on_signal(int signum) {
   struct loop_s *lp = atomic_load(&sig_target);
   if (!lp) return;
   int saved = errno;
-  if (signum == SIGINT && lp->interactive) {
+  if (signum == SIGHUP) {
+    lp->hups = 1;
+  } else if (signum == SIGINT && lp->interactive) {
     /* Lua code that computes (rather than waits) is stopped with an
      * error at its next interpreted instruction, as the luajit binary
      * does; waits are ended by the Lua side's "interrupt" handler. */
@@ -126,21 +135,43 @@ static void on_signal(int signum) {
   errno = saved;
 }
 
+static void relay_action(struct sigaction *sa) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sa_handler = on_signal;
+  sigemptyset(&sa->sa_mask);
+  sa->sa_flags = SA_RESTART;
+}
+
 static void install_signals(struct loop_s *lp) {
   struct loop_s *none = NULL;
   if (!atomic_compare_exchange_strong(&sig_target, &none, lp)) return;
   struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
+  relay_action(&sa);
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, &lp->old[i]);
 }
 
 static void remove_signals(struct loop_s *lp) {
   if (atomic_load(&sig_target) != lp) return;
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &lp->old[i], NULL);
+  if (lp->hup_caught) sigaction(SIGHUP, &lp->old_hup, NULL);
+  lp->hup_caught = 0;
   atomic_store(&sig_target, NULL);
+}
+
+/* SIGHUP ends the process (its default) until something asks to be told
+ * instead (orrery.on_hup, a TLS listener's certificate reload); from then
+ * on it is relayed to Lua as "hup" and the process keeps running. Only
+ * the worker that holds the signal dispositions can take it. Returns 0,
+ * or -1 when another worker holds them. */
+int loop_watch_hup(host_t *h) {
+  struct loop_s *lp = h->lp;
+  if (atomic_load(&sig_target) != lp) return -1;
+  if (lp->hup_caught) return 0;
+  struct sigaction sa;
+  relay_action(&sa);
+  sigaction(SIGHUP, &sa, &lp->old_hup);
+  lp->hup_caught = 1;
+  return 0;
 }
 
 int loop_init(host_t *h) {

@@ -233,6 +233,18 @@ function M.on_shutdown(fn)
   on_shutdown[#on_shutdown + 1] = fn
 end
 
+-- on_hup(fn): fn(signum) runs (in its own coroutine) on every SIGHUP,
+-- after the handlers added before it. Once a function (or a TLS
+-- listener, which reloads its certificate) asks for SIGHUP, the signal no
+-- longer ends the process. Returns false when another worker of the
+-- process holds the signals (fn is kept, but will not be called).
+function M.on_hup(fn)
+  if type(fn) ~= "function" then
+    error("orrery.on_hup: bad argument #1 (function expected)", 2)
+  end
+  return sched.on_hup(fn)
+end
+
 -- watchdog{ timeout = s, action = "report" | "interrupt" | "exit" } or
 -- watchdog(false): when the loop has not completed a turn for timeout
 -- seconds (one coroutine kept the thread busy), a thread of its own
