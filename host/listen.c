@@ -284,7 +284,7 @@ int net_accept(net_listener_t *l, net_conn_t **out) {
       return r;
     }
     if (!c->is_pipe) uv_tcp_nodelay(&c->u.tcp, 1);
-    r = l->tls ? tls_attach(c, l->tls, NULL) : 0;
+    r = l->tls ? tls_attach(c, l->tls, NULL, NULL) : 0;
     if (!r) r = net_start(c);
     if (r < 0) {
       net_close_now(c);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* net_lua.c -- orrery.net.core: the Lua glue of streams, listeners and
  * name resolution, each call that would block parking the coroutine. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,11 +313,16 @@ static tls_cfg_t *opt_tls(lua_State *L, int idx) {
  * the handshake starts when it does); pushes the connection or nil, err
  * having closed it. */
 static int push_dialled(lua_State *L, net_conn_t *c, tls_cfg_t *cfg,
-                        const char *name) {
+                        const char *name, const char *peer, int port) {
   if (cfg) {
-    if (tls_cfg_is_server(cfg))
+    if (tls_cfg_is_server(cfg)) {
+      net_close_now(c);
       return luaL_argerror(L, 3, "client TLS configuration expected");
-    int r = tls_attach(c, cfg, name);
+    }
+    /* Sessions are resumed per verified name and port. */
+    char key[320];
+    snprintf(key, sizeof(key), "%.255s:%d", name ? name : peer, port);
+    int r = tls_attach(c, cfg, name, key);
     if (r) {
       net_close_now(c);
       push_err(L, r);
@@ -346,7 +352,7 @@ static int l_connect_tcp(lua_State *L) {
     push_err(L, r);
     return 2;
   }
-  return push_dialled(L, c, cfg, name);
+  return push_dialled(L, c, cfg, name, ip, port);
 }
 
 /* connect_unix(path [, tls, server_name]) */
@@ -360,7 +366,7 @@ static int l_connect_unix(lua_State *L) {
     push_err(L, r);
     return 2;
   }
-  return push_dialled(L, c, cfg, name);
+  return push_dialled(L, c, cfg, name, path, 0);
 }
 
 /* await_connect(c, timeout) -> true | nil, err | ORRERY_PARKED, slot */
@@ -642,7 +648,7 @@ static int tls_gc(lua_State *L) {
 }
 
 /* tls_info(c) -> { protocol, cipher, alpn, server_name, verified,
- * peer_subject, peer_issuer, peer_serial } | nil, err */
+ * resumed, peer_subject, peer_issuer, peer_serial } | nil, err */
 static int l_tls_info(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
   tls_info_t in;
@@ -671,6 +677,8 @@ static int l_tls_info(lua_State *L) {
   }
   lua_pushboolean(L, in.verified);
   lua_setfield(L, -2, "verified");
+  lua_pushboolean(L, in.resumed);
+  lua_setfield(L, -2, "resumed");
   if (in.subject[0]) {
     lua_pushstring(L, in.subject);
     lua_setfield(L, -2, "peer_subject");

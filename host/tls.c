@@ -22,10 +22,23 @@
   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                 \
   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* A client keeps the newest session of each peer (server name and port)
+ * for resumption, at most TLS_SESSIONS of them per configuration, the
+ * oldest dropped first. Sessions are keyed by the name that was verified,
+ * so a session is only resumed with a peer of that name. */
+#define TLS_SESSIONS 64
+
+typedef struct {
+  char *key;
+  SSL_SESSION *s;
+} tls_sess_t;
+
 struct tls_cfg_s {
   SSL_CTX *ctx;
   int refs;
   uint8_t server, verify;
+  unsigned nsess;
+  tls_sess_t *sess; /* client: TLS_SESSIONS slots, allocated when needed */
   unsigned alpn_len;
   unsigned char alpn[]; /* a server's protocols, wire format */
 };
@@ -53,6 +66,7 @@ typedef struct {
   char *pend; /* plaintext written before the handshake ended */
   size_t plen, pcap;
   tmr_t kick; /* TMR_C: decrypts held-back input after net_resume */
+  char *skey; /* a client's session key ("name:port"), or NULL */
   uint8_t started, done, oom;
   char reason[120];
 } tls_t;
@@ -366,6 +380,7 @@ static void tls_close(net_conn_t *c) {
   if (t->kick.hidx && c->host->heap) timer_stop(c->host, &t->kick);
   SSL_free(t->ssl);
   tls_cfg_unref(t->cfg);
+  free(t->skey);
   free(t->hold);
   free(t->out);
   free(t->pend);
@@ -402,7 +417,48 @@ static int is_ip(const char *s) {
   return uv_inet_pton(AF_INET, s, b) == 0 || uv_inet_pton(AF_INET6, s, b) == 0;
 }
 
-int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name) {
+/* -- Client sessions -- */
+
+static tls_sess_t *sess_find(tls_cfg_t *cfg, const char *key) {
+  for (unsigned i = 0; i < cfg->nsess; i++)
+    if (!strcmp(cfg->sess[i].key, key)) return &cfg->sess[i];
+  return NULL;
+}
+
+static void sess_drop(tls_cfg_t *cfg, unsigned i) {
+  free(cfg->sess[i].key);
+  SSL_SESSION_free(cfg->sess[i].s);
+  memmove(&cfg->sess[i], &cfg->sess[i + 1],
+          (cfg->nsess - i - 1) * sizeof(tls_sess_t));
+  cfg->nsess--;
+}
+
+/* OpenSSL hands over a new session (after the handshake in TLS 1.2, with
+ * each ticket in TLS 1.3): it becomes the peer's newest. Returning 1
+ * keeps the reference. */
+static int sess_new(SSL *ssl, SSL_SESSION *s) {
+  tls_t *t = SSL_get_app_data(ssl);
+  tls_cfg_t *cfg = t ? t->cfg : NULL;
+  if (!cfg || !t->skey || !SSL_SESSION_is_resumable(s)) return 0;
+  if (!cfg->sess && !(cfg->sess = calloc(TLS_SESSIONS, sizeof(tls_sess_t))))
+    return 0;
+  tls_sess_t *e = sess_find(cfg, t->skey);
+  if (e) {
+    SSL_SESSION_free(e->s);
+    e->s = s;
+    return 1;
+  }
+  char *key = strdup(t->skey);
+  if (!key) return 0;
+  if (cfg->nsess == TLS_SESSIONS) sess_drop(cfg, 0);
+  cfg->sess[cfg->nsess].key = key;
+  cfg->sess[cfg->nsess].s = s;
+  cfg->nsess++;
+  return 1;
+}
+
+int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name,
+               const char *session_key) {
   uv_once(&bio_once, bio_method_init);
   if (!bio_method) return UV_ENOMEM;
   tls_t *t = calloc(1, sizeof(*t));
@@ -438,6 +494,12 @@ int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name) {
     free(t);
     return UV_EINVAL;
   }
+  if (!cfg->server && session_key) {
+    t->skey = strdup(session_key);
+    tls_sess_t *e = t->skey && cfg->sess ? sess_find(cfg, t->skey) : NULL;
+    if (e) SSL_set_session(t->ssl, e->s); /* takes its own reference */
+  }
+  SSL_set_app_data(t->ssl, t);
   t->cfg = tls_cfg_ref(cfg);
   t->c = c;
   t->kick.kind = TMR_C;
@@ -475,6 +537,7 @@ int tls_info(const net_conn_t *c, tls_info_t *info) {
     OPENSSL_free(hex);
     BN_free(bn);
   }
+  info->resumed = SSL_session_reused(t->ssl);
   info->verified = !t->cfg->server && t->cfg->verify && peer &&
                    SSL_get_verify_result(t->ssl) == X509_V_OK;
   ERR_clear_error();
@@ -490,6 +553,8 @@ tls_cfg_t *tls_cfg_ref(tls_cfg_t *cfg) {
 
 void tls_cfg_unref(tls_cfg_t *cfg) {
   if (!cfg || --cfg->refs > 0) return;
+  while (cfg->nsess) sess_drop(cfg, cfg->nsess - 1);
+  free(cfg->sess);
   SSL_CTX_free(cfg->ctx);
   free(cfg);
 }
@@ -593,6 +658,9 @@ tls_cfg_t *tls_cfg_new(const tls_opts_t *o, char *err, size_t errlen) {
       snprintf(err, errlen, "cannot load the system's trusted certificates");
       goto fail;
     }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, sess_new);
     /* SSL_CTX_set_alpn_protos answers 0 on success. */
     if (o->alpn_len && SSL_CTX_set_alpn_protos(ctx, o->alpn, o->alpn_len)) {
       snprintf(err, errlen, "option tls.alpn: unusable");

@@ -42,8 +42,12 @@ int tls_cfg_is_server(const tls_cfg_t *cfg);
 /* Makes c, a connection that has not started yet (accepted, or dialling),
  * a TLS connection under cfg. A client's server_name is sent as SNI and
  * checked against the peer's certificate (an IP address is only
- * checked); NULL sends none. Returns 0 or a negative libuv error. */
-int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name);
+ * checked); NULL sends none. A client with a session_key (the peer:
+ * "name:port") resumes the newest session cfg holds for that key, and
+ * keeps the sessions the peer hands it there. Returns 0 or a negative
+ * libuv error. */
+int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name,
+               const char *session_key);
 int tls_is(const net_conn_t *c);
 /* Why the TLS layer failed (the error NET_ETLS, or a connection that
  * ended during its handshake), as a readable phrase: "certificate has
@@ -61,6 +65,7 @@ typedef struct {
   unsigned alpn_len;
   const char *server_name; /* a server: the SNI the client sent */
   int verified;            /* a client: the peer's chain and name checked */
+  int resumed;             /* the handshake resumed an earlier session */
   char subject[256];       /* the peer's certificate ("" without one) */
   char issuer[256];
   char serial[80]; /* hex */

@@ -217,7 +217,7 @@ local function client_tls(F, o, level)
 end
 
 --- conn:tls_info() -> { protocol, cipher, alpn, server_name, verified,
--- peer_subject, peer_issuer, peer_serial } | nil, err ("not_tls", or
+-- resumed, peer_subject, peer_issuer, peer_serial } | nil, err ("not_tls", or
 -- "handshake" while it goes on)
 function Conn:tls_info() return core.tls_info(self.c) end
 
