@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* net_int.h -- internals shared by the net layer's files (see net.h);
- * nothing outside stream.c, listen.c, dns.c, tls.c and net_lua.c includes
+ * nothing outside stream.c, listen.c, dns.c, tls*.c and net_lua.c includes
  * it. */
 #ifndef ORRERY_NET_INT_H
 #define ORRERY_NET_INT_H

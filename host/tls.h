@@ -4,6 +4,8 @@
 #ifndef ORRERY_TLS_H
 #define ORRERY_TLS_H
 
+#include <openssl/ssl.h>
+
 #include "net.h"
 
 /* A TLS configuration: one SSL_CTX with the settings that go with it
@@ -18,6 +20,28 @@
  * tls_cfg_unref frees the SSL_CTX. The count is not atomic: a
  * configuration belongs to one worker. */
 typedef struct tls_cfg_s tls_cfg_t;
+
+/* -- Internals of tls.c and tls_cfg.c -- */
+
+typedef struct {
+  char *key; /* "name:port" */
+  SSL_SESSION *s;
+} tls_sess_t;
+
+struct tls_cfg_s {
+  SSL_CTX *ctx; /* its app data points back here */
+  int refs;
+  uint8_t server, verify;
+  unsigned nsess;
+  tls_sess_t *sess; /* client: TLS_SESSIONS slots, allocated when needed */
+  unsigned alpn_len;
+  unsigned char alpn[]; /* a server's protocols, wire format */
+};
+
+/* The newest session cfg holds for key, or NULL (a client's). */
+SSL_SESSION *tls_cfg_session(tls_cfg_t *cfg, const char *key);
+
+/* -- The API -- */
 
 typedef struct {
   int server;
