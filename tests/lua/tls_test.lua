@@ -453,6 +453,33 @@ T.test("openssl s_client: TLS 1.3 with ALPN http/1.1, TLS 1.2 with an ECDHE AEAD
   srv:shutdown(1)
 end)
 
+T.test("sslscan: no SSLv3, TLS 1.0 or 1.1, and only forward-secret AEAD suites", function()
+  need_certs()
+  if not have_bash then T.skip("bash is missing") end
+  if not sh("command -v sslscan >/dev/null 2>&1") then T.skip("sslscan is missing (scripts/deps.sh sslscan)") end
+  local srv = assert(http.listen(function() return 200, "ok" end,
+    { host = "127.0.0.1", port = 0, tls = { cert = D .. "good.crt", key = D .. "good.key" } }))
+  local out = background(("sslscan --no-colour 127.0.0.1:%d"):format(srv.port))()
+  for _, v in ipairs { "SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1" } do
+    T.match(out, "\n" .. v:gsub("%.", "%%.") .. "%s+disabled", v)
+  end
+  T.match(out, "\nTLSv1%.2%s+enabled")
+  T.match(out, "\nTLSv1%.3%s+enabled")
+  local n = 0
+  for proto, suite in out:gmatch("\n%a+%s+(TLSv1%.%d)%s+%d+ bits%s+(%S+)") do
+    n = n + 1
+    if proto == "TLSv1.2" then
+      T.match(suite, "^ECDHE%-[%u]+%-", suite)
+      T.ok(suite:find("GCM", 1, true) or suite:find("CHACHA20", 1, true), suite)
+    else
+      T.match(suite, "^TLS_", suite)
+    end
+  end
+  T.ok(n >= 4, out)
+  T.match(out, "renegotiation not supported")
+  srv:shutdown(1)
+end)
+
 T.test("net.connect tls over a unix socket", function()
   need_certs()
   local path = D .. "tls.sock"
