@@ -13,12 +13,12 @@
 #include "host.h"
 
 /* Signals. SIGINT, SIGTERM and SIGQUIT (and SIGHUP once the Lua side asks
- * for it, loop_watch_hup) are caught by a plain signal
- * handler, not in the loop: a coroutine stuck in `while true do end`
- * never lets the loop run again, and a second SIGINT/SIGTERM must still
- * end the process at once, as in Go. The first one (and every SIGQUIT) is
- * passed to the loop through an async handle (uv_async_send is
- * async-signal-safe), which starts the graceful shutdown there.
+ * for it, loop_watch_hup) are caught by a plain signal handler, not in the
+ * loop: a coroutine stuck in `while true do end` never lets the loop run
+ * again, and a second SIGINT/SIGTERM must still end the process at once,
+ * as in Go. The first one (and every SIGQUIT and SIGHUP) is passed to the
+ * loop through an async handle (uv_async_send is async-signal-safe),
+ * which starts the graceful shutdown there (or the dump, or "hup").
  *
  * Signal dispositions belong to the process, so the first worker that
  * starts takes them: sig_target is the one process-wide static of the

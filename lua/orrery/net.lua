@@ -188,7 +188,6 @@ local function server_tls(F, o, level)
   if not cfg then error(("%s: %s"):format(F, err), level) end
   return cfg
 end
-M.server_tls = server_tls
 
 -- Client configurations are cached by their settings: loading the system
 -- store costs milliseconds, and connections to many hosts share one.
