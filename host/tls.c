@@ -301,7 +301,7 @@ static void on_kick(tmr_t *k) {
  * here, since the consumer is in the middle of its own bookkeeping. */
 static void tls_resume(net_conn_t *c) {
   tls_t *t = c->tp;
-  if (t->done && (t->hold || SSL_pending(t->ssl)))
+  if (t->done && (t->hold || SSL_has_pending(t->ssl)))
     timer_start(c->host, &t->kick, sched_now());
 }
 
