@@ -40,7 +40,17 @@
   _(UV_ENFILE, "too_many_open_files")                                          \
   _(UV_ENOMEM, "out_of_memory")                                                \
   _(UV_ENOBUFS, "out_of_memory")                                               \
-  _(UV_EINVAL, "invalid")
+  _(UV_EINVAL, "invalid")                                                      \
+  _(NET_ETLS, "tls")
+
+/* A failure in the TLS layer (host/tls.c), outside libuv's codes: Lua
+ * sees "tls: " and the readable reason that tls_reason gives. */
+#define NET_ETLS (-7000)
+/* Reasons of the TLS layer's own; the others are OpenSSL's
+ * ("certificate has expired", "hostname mismatch", "wrong version
+ * number", ...). */
+#define TLS_MSG_HANDSHAKE_EOF "connection closed during the handshake"
+#define TLS_MSG_HANDSHAKE_RESET "connection reset during the handshake"
 
 /* The stable word for a libuv error code (0 is "ok"). */
 const char *err_net(int uverr);

@@ -241,9 +241,10 @@ int loop_run(host_t *h);
 void loop_close(host_t *h);
 void loop_dump(host_t *h);
 void loop_watch_signals(host_t *h);
-/* Catches SIGHUP and relays it as the "sighup" hook; -1 when another
- * worker owns the signals. */
-int loop_catch_hup(host_t *h);
+/* SIGHUP is relayed to Lua as host_up(h, "hup", SIGHUP) from now on
+ * instead of ending the process; 0, or -1 when another worker holds the
+ * signal dispositions. */
+int loop_watch_hup(host_t *h);
 /* The watchdog: when the loop has not completed a turn for timeout
  * seconds, report the running coroutine and act (LOOP_WD_*). A timeout
  * <= 0 turns it off. */

@@ -254,11 +254,9 @@ static int l_watch_signals(lua_State *L) {
   return 0;
 }
 
-/* core.catch_sighup() -> true, or false when another worker owns the
- * process's signals: SIGHUP is relayed to sched.handlers.sighup. */
-static int l_catch_sighup(lua_State *L) {
-  host_t *h = get_host(L);
-  lua_pushboolean(L, loop_catch_hup(h) == 0);
+/* watch_hup() -> true | false (another worker holds the signals) */
+static int l_watch_hup(lua_State *L) {
+  lua_pushboolean(L, loop_watch_hup(get_host(L)) == 0);
   return 1;
 }
 
@@ -304,7 +302,7 @@ int luaopen_orrery_core(lua_State *L) {
                                  {"memory", alloc_lmemory},
                                  {"set_grace", l_set_grace},
                                  {"watch_signals", l_watch_signals},
-                                 {"catch_sighup", l_catch_sighup},
+                                 {"watch_hup", l_watch_hup},
                                  {"watchdog", l_watchdog},
                                  {"interactive", l_interactive},
                                  {"cdef", l_cdef},

@@ -133,6 +133,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 static void on_lis_close(uv_handle_t *hd) {
   net_listener_t *l = hd->data;
   if (--l->nhandles) return;
+  tls_cfg_unref(l->tls);
   free(l->path);
   free(l);
 }
@@ -257,6 +258,14 @@ int net_listen_unix(host_t *h, const char *path, int backlog,
   return 0;
 }
 
+void net_lis_set_tls(net_listener_t *l, tls_cfg_t *cfg) {
+  if (cfg) tls_cfg_ref(cfg);
+  tls_cfg_unref(l->tls);
+  l->tls = cfg;
+}
+
+/* A TLS listener's connections start their handshake here; net_start
+ * answers 1 for them (the handshake goes on while the owner reads). */
 int net_accept(net_listener_t *l, net_conn_t **out) {
   if (l->pending >= 0) {
     int fd = l->pending;
@@ -275,7 +284,8 @@ int net_accept(net_listener_t *l, net_conn_t **out) {
       return r;
     }
     if (!c->is_pipe) uv_tcp_nodelay(&c->u.tcp, 1);
-    r = net_start(c);
+    r = l->tls ? tls_attach(c, l->tls, NULL, NULL) : 0;
+    if (!r) r = net_start(c);
     if (r < 0) {
       net_close_now(c);
       return r;

@@ -12,16 +12,13 @@
 
 #include "host.h"
 
-/* Signals. SIGINT, SIGTERM and SIGQUIT are caught by a plain signal
- * handler, not in the loop: a coroutine stuck in `while true do end`
- * never lets the loop run again, and a second SIGINT/SIGTERM must still
- * end the process at once, as in Go. The first one (and every SIGQUIT) is
- * passed to the loop through an async handle (uv_async_send is
- * async-signal-safe), which starts the graceful shutdown there.
- *
- * SIGHUP is caught only once Lua asks for it (loop_catch_hup: a log file
- * to reopen); until then it keeps its default, ending the process, as in
- * Go. Each one is relayed to Lua as the "sighup" hook.
+/* Signals. SIGINT, SIGTERM and SIGQUIT (and SIGHUP once the Lua side asks
+ * for it, loop_watch_hup) are caught by a plain signal handler, not in the
+ * loop: a coroutine stuck in `while true do end` never lets the loop run
+ * again, and a second SIGINT/SIGTERM must still end the process at once,
+ * as in Go. The first one (and every SIGQUIT and SIGHUP) is passed to the
+ * loop through an async handle (uv_async_send is async-signal-safe),
+ * which starts the graceful shutdown there (or the dump, or "hup").
  *
  * Signal dispositions belong to the process, so the first worker that
  * starts takes them: sig_target is the one process-wide static of the
@@ -45,9 +42,10 @@ struct loop_s {
   host_t *h;
   uv_async_t relay;
   volatile sig_atomic_t nshutdown; /* SIGINT/SIGTERM received */
-  volatile sig_atomic_t first_sig, quit, hup;
+  volatile sig_atomic_t first_sig, quit;
   volatile sig_atomic_t interactive, interrupts;
-  int hup_caught;   /* SIGHUP's handler is installed (old_hup saved) */
+  volatile sig_atomic_t hups; /* SIGHUP received, not yet relayed */
+  int hup_caught;             /* our handler is installed for SIGHUP */
   int shutdown_sig; /* the first SIGINT/SIGTERM, once the loop has seen it */
   double grace;
   uv_timer_t grace_timer;
@@ -83,9 +81,9 @@ static void on_relay(uv_async_t *a) {
     fprintf(stderr, "SIGQUIT: coroutine dump\n\n");
     loop_dump(h);
   }
-  if (lp->hup) {
-    lp->hup = 0;
-    host_up(h, "sighup", SIGHUP);
+  if (lp->hups) {
+    lp->hups = 0;
+    host_up(h, "hup", SIGHUP);
   }
   if (lp->nshutdown && !lp->shutdown_sig) {
     int signum = lp->first_sig;
@@ -111,7 +109,9 @@ static void on_signal(int signum) {
   struct loop_s *lp = atomic_load(&sig_target);
   if (!lp) return;
   int saved = errno;
-  if (signum == SIGINT && lp->interactive) {
+  if (signum == SIGHUP) {
+    lp->hups = 1;
+  } else if (signum == SIGINT && lp->interactive) {
     /* Lua code that computes (rather than waits) is stopped with an
      * error at its next interpreted instruction, as the luajit binary
      * does; waits are ended by the Lua side's "interrupt" handler. */
@@ -124,8 +124,6 @@ static void on_signal(int signum) {
     lp->interrupts = 1;
   } else if (signum == SIGQUIT) {
     lp->quit = 1;
-  } else if (signum == SIGHUP) {
-    lp->hup = 1;
   } else if (lp->nshutdown++ == 0) {
     lp->first_sig = signum;
   } else {
@@ -137,7 +135,7 @@ static void on_signal(int signum) {
   errno = saved;
 }
 
-static void fill_action(struct sigaction *sa) {
+static void relay_action(struct sigaction *sa) {
   memset(sa, 0, sizeof(*sa));
   sa->sa_handler = on_signal;
   sigemptyset(&sa->sa_mask);
@@ -148,7 +146,7 @@ static void install_signals(struct loop_s *lp) {
   struct loop_s *none = NULL;
   if (!atomic_compare_exchange_strong(&sig_target, &none, lp)) return;
   struct sigaction sa;
-  fill_action(&sa);
+  relay_action(&sa);
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, &lp->old[i]);
 }
 
@@ -160,14 +158,17 @@ static void remove_signals(struct loop_s *lp) {
   atomic_store(&sig_target, NULL);
 }
 
-/* Catches SIGHUP from now on and relays it to Lua ("sighup"). Returns 0,
- * or -1 when another worker owns the process's signals. */
-int loop_catch_hup(host_t *h) {
+/* SIGHUP ends the process (its default) until something asks to be told
+ * instead (orrery.on_hup, a TLS listener's certificate reload); from then
+ * on it is relayed to Lua as "hup" and the process keeps running. Only
+ * the worker that holds the signal dispositions can take it. Returns 0,
+ * or -1 when another worker holds them. */
+int loop_watch_hup(host_t *h) {
   struct loop_s *lp = h->lp;
   if (atomic_load(&sig_target) != lp) return -1;
   if (lp->hup_caught) return 0;
   struct sigaction sa;
-  fill_action(&sa);
+  relay_action(&sa);
   sigaction(SIGHUP, &sa, &lp->old_hup);
   lp->hup_caught = 1;
   return 0;

@@ -13,6 +13,8 @@
  *              transport (TCP and unix sockets)
  *   listen.c   listeners and accept
  *   dns.c      name resolution, a thread-pool job (work.h)
+ *   tls.c      the TLS transport (OpenSSL; tls.h)
+ *   tls_cfg.c  TLS configurations (SSL_CTX) and client sessions
  *   net_lua.c  orrery.net.core, the Lua glue
  * Internals shared by these files are in net_int.h. */
 
@@ -39,8 +41,9 @@ typedef struct net_wreq_s {
 
 /* A transport: what lies between a connection's buffers and its socket.
  * The plain one (net_plain_ops, stream.c) reads into the connection's read
- * buffer and writes with write/writev directly. A TLS transport (OpenSSL
- * with memory BIOs) keeps its state in tp and fits the same slots:
+ * buffer and writes with write/writev directly. The TLS transport (tls.c,
+ * OpenSSL over a BIO of its own) keeps its state in tp and fits the same
+ * slots:
  *
  *   start     the socket is connected (accepted, or dialled): begin the
  *             handshake and start reading. Returns 0 when the stream is

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* net_int.h -- internals shared by the net layer's files (see net.h);
- * nothing outside stream.c, listen.c, dns.c and net_lua.c includes it. */
+ * nothing outside stream.c, listen.c, dns.c, tls*.c and net_lua.c includes
+ * it. */
 #ifndef ORRERY_NET_INT_H
 #define ORRERY_NET_INT_H
 
 #include "net.h"
+#include "tls.h"
 #include "work.h"
 
 /* Read buffers start at this size; empty ones of this size are pooled. */
@@ -56,7 +58,8 @@ struct net_listener_s {
   int err;
   uint8_t is_pipe, closing, polling, nhandles;
   int ref;
-  char *path; /* unix socket path, unlinked on close */
+  char *path;     /* unix socket path, unlinked on close */
+  tls_cfg_t *tls; /* a reference, or NULL: accepted connections are TLS */
 };
 
 /* stream.c */
@@ -68,6 +71,13 @@ int net_dial_tcp(host_t *h, const struct sockaddr *sa, net_conn_t **out);
 int net_dial_unix(host_t *h, const char *path, net_conn_t **out);
 /* The socket is connected: starts the transport; 0 or an error. */
 int net_start(net_conn_t *c);
+/* Starts reading the socket (for transports). */
+void net_read_start(net_conn_t *c);
+/* After a transport's input (r: 0 or the error that ends reading):
+ * pauses reading at rmax, records the error, and hands the bytes to the
+ * consumer (on_read, or a parked reader). A transport that produces
+ * plaintext outside a socket read (after net_resume) calls it too. */
+void net_input_done(net_conn_t *c, int r);
 void net_sweep(host_t *h);
 static inline void net_wake(host_t *h, co_t *co, int32_t code) {
   /* Once the main coroutine has ended nothing runs again: leave parked
@@ -84,6 +94,9 @@ int net_listen_unix(host_t *h, const char *path, int backlog,
  * waiting (park with l->waiter set), or the error that accepting hit. */
 int net_accept(net_listener_t *l, net_conn_t **out);
 void net_lis_close(net_listener_t *l);
+/* Connections accepted from now on use cfg (NULL: plain); the listener
+ * takes a reference and drops the one it held. */
+void net_lis_set_tls(net_listener_t *l, tls_cfg_t *cfg);
 
 /* dns.c: a resolution job; the owner releases it with work_release. */
 typedef struct {

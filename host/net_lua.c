@@ -2,6 +2,7 @@
 /* net_lua.c -- orrery.net.core: the Lua glue of streams, listeners and
  * name resolution, each call that would block parking the coroutine. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #define CONN_MT "orrery.net.conn"
 #define LIS_MT "orrery.net.listener"
 #define DNS_MT "orrery.net.dns"
+#define TLS_MT "orrery.net.tls"
 
 typedef struct {
   net_conn_t *c;
@@ -26,6 +28,10 @@ typedef struct {
 typedef struct {
   net_dns_t *d;
 } dns_ud;
+
+typedef struct {
+  tls_cfg_t *cfg; /* one reference */
+} tls_ud;
 
 /* Error codes handed to Lua: short stable words (the list is in errors.h). */
 const char *net_errstr(int e) {
@@ -43,6 +49,17 @@ static co_t *current_co(lua_State *L, const char *fname) {
 static void push_err(lua_State *L, int e) {
   lua_pushnil(L);
   lua_pushstring(L, net_errstr(e));
+}
+
+/* An error of connection c: a TLS failure (and any error that ends a
+ * TLS handshake) reads "tls: <reason>". */
+static void push_cerr(lua_State *L, net_conn_t *c, int e) {
+  if (c && tls_is(c) && (e == NET_ETLS || tls_handshaking(c))) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "tls: %s", tls_reason(c, e));
+    return;
+  }
+  push_err(L, e);
 }
 
 net_conn_t *net_check(lua_State *L, int idx) {
@@ -112,7 +129,7 @@ static int l_read(lua_State *L) {
     return 1;
   }
   if (c->rerr) {
-    push_err(L, c->rerr);
+    push_cerr(L, c, c->rerr);
     return 2;
   }
   co_t *co = current_co(L, "orrery.net:read");
@@ -153,7 +170,7 @@ static int l_read_until(lua_State *L) {
     return 2;
   }
   if (c->rerr) {
-    push_err(L, c->rerr);
+    push_cerr(L, c, c->rerr);
     return 2;
   }
   co_t *co = current_co(L, "orrery.net:read_until");
@@ -183,7 +200,7 @@ static int l_write(lua_State *L) {
     return 1;
   }
   if (r < 0) {
-    push_err(L, r);
+    push_cerr(L, c, r);
     return 2;
   }
   if (!co) { /* outside a coroutine the write just proceeds */
@@ -200,7 +217,7 @@ static int l_write_status(lua_State *L) {
     return 2;
   }
   if (c->werr) {
-    push_err(L, c->werr);
+    push_cerr(L, c, c->werr);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -309,10 +326,43 @@ static int l_buffered(lua_State *L) {
 
 /* -- Dialing -- */
 
-/* connect_tcp(ip, port) -> conn (dialing; call await_connect) | nil, err */
+static tls_cfg_t *opt_tls(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return NULL;
+  tls_ud *ud = luaL_checkudata(L, idx, TLS_MT);
+  return ud->cfg;
+}
+
+/* Makes a dialled connection TLS (before its connect completes, so that
+ * the handshake starts when it does); pushes the connection or nil, err
+ * having closed it. */
+static int push_dialled(lua_State *L, net_conn_t *c, tls_cfg_t *cfg,
+                        const char *name, const char *peer, int port) {
+  if (cfg) {
+    if (tls_cfg_is_server(cfg)) {
+      net_close_now(c);
+      return luaL_argerror(L, 3, "client TLS configuration expected");
+    }
+    /* Sessions are resumed per verified name and port. */
+    char key[320];
+    snprintf(key, sizeof(key), "%.255s:%d", name ? name : peer, port);
+    int r = tls_attach(c, cfg, name, key);
+    if (r) {
+      net_close_now(c);
+      push_err(L, r);
+      return 2;
+    }
+  }
+  push_conn(L, c);
+  return 1;
+}
+
+/* connect_tcp(ip, port [, tls, server_name]) -> conn (dialing; call
+ * await_connect, which waits for the TLS handshake too) | nil, err */
 static int l_connect_tcp(lua_State *L) {
   const char *ip = luaL_checkstring(L, 1);
   int port = (int)luaL_checkinteger(L, 2);
+  tls_cfg_t *cfg = opt_tls(L, 3);
+  const char *name = luaL_optstring(L, 4, NULL);
   struct sockaddr_storage ss;
   if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss) &&
       uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss)) {
@@ -325,20 +375,21 @@ static int l_connect_tcp(lua_State *L) {
     push_err(L, r);
     return 2;
   }
-  push_conn(L, c);
-  return 1;
+  return push_dialled(L, c, cfg, name, ip, port);
 }
 
+/* connect_unix(path [, tls, server_name]) */
 static int l_connect_unix(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  tls_cfg_t *cfg = opt_tls(L, 2);
+  const char *name = luaL_optstring(L, 3, NULL);
   net_conn_t *c;
   int r = net_dial_unix(host_current, path, &c);
   if (r) {
     push_err(L, r);
     return 2;
   }
-  push_conn(L, c);
-  return 1;
+  return push_dialled(L, c, cfg, name, path, 0);
 }
 
 /* await_connect(c, timeout) -> true | nil, err | ORRERY_PARKED, slot */
@@ -354,7 +405,7 @@ static int l_await_connect(lua_State *L) {
     return net_park(L, net_unpark_read, c, "net connect", timeout);
   }
   if (c->cerr) {
-    push_err(L, c->cerr);
+    push_cerr(L, c, c->cerr);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -434,11 +485,19 @@ static int push_lis(lua_State *L, net_listener_t *l) {
   return 1;
 }
 
-/* listen_tcp(ip, port, backlog) -> listener | nil, err */
+static tls_cfg_t *opt_server_tls(lua_State *L, int idx) {
+  tls_cfg_t *cfg = opt_tls(L, idx);
+  if (cfg && !tls_cfg_is_server(cfg))
+    luaL_argerror(L, idx, "server TLS configuration expected");
+  return cfg;
+}
+
+/* listen_tcp(ip, port, backlog [, tls]) -> listener | nil, err */
 static int l_listen_tcp(lua_State *L) {
   const char *ip = luaL_checkstring(L, 1);
   int port = (int)luaL_checkinteger(L, 2);
   int backlog = (int)luaL_optinteger(L, 3, 511);
+  tls_cfg_t *cfg = opt_server_tls(L, 4);
   struct sockaddr_storage ss;
   if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss) &&
       uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss)) {
@@ -451,24 +510,27 @@ static int l_listen_tcp(lua_State *L) {
     push_err(L, r);
     return 2;
   }
+  net_lis_set_tls(l, cfg);
   return push_lis(L, l);
 }
 
 static int l_lclose(lua_State *L);
 
-/* listen_unix(path, backlog, mode) -> listener | nil, err; with mode the
- * socket file gets those permissions (0600: its owner only) before the
- * first connection can be accepted. */
+/* listen_unix(path, backlog [, tls [, mode]]) -> listener | nil, err; with
+ * mode the socket file gets those permissions (0600: its owner only)
+ * before the first connection can be accepted. */
 static int l_listen_unix(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int backlog = (int)luaL_optinteger(L, 2, 511);
-  lua_Integer mode = luaL_optinteger(L, 3, -1);
+  tls_cfg_t *cfg = opt_server_tls(L, 3);
+  lua_Integer mode = luaL_optinteger(L, 4, -1);
   net_listener_t *l;
   int r = net_listen_unix(host_current, path, backlog, &l);
   if (r) {
     push_err(L, r);
     return 2;
   }
+  net_lis_set_tls(l, cfg);
   push_lis(L, l);
   if (mode >= 0 && chmod(path, (mode_t)mode) != 0) {
     int e = -errno;
@@ -516,6 +578,20 @@ static int l_accept(lua_State *L) {
   return net_park(L, unpark_accept, l, "net accept", timeout);
 }
 
+/* lset_tls(l, tls): connections accepted from now on use tls (a SIGHUP
+ * reload); those already accepted keep theirs. */
+static int l_lset_tls(lua_State *L) {
+  net_listener_t *l = lis_check(L);
+  tls_cfg_t *cfg = opt_server_tls(L, 2);
+  if (!l || l->closing) {
+    push_err(L, UV_EPIPE);
+    return 2;
+  }
+  net_lis_set_tls(l, cfg);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_lclose(lua_State *L) {
   lis_ud *ud = luaL_checkudata(L, 1, LIS_MT);
   net_listener_t *l = ud->l;
@@ -544,6 +620,111 @@ static int lis_gc(lua_State *L) {
   if (ud->l) net_lis_close(ud->l);
   ud->l = NULL;
   return 0;
+}
+
+/* -- TLS configurations -- */
+
+static const char *opt_str(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays referenced by the table */
+  return v;
+}
+
+/* tls_new{ server=, cert=, key=, ca_file=, verify=, alpn={...} } ->
+ * configuration | nil, reason. The options are checked by orrery.net. */
+static int l_tls_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  tls_opts_t o;
+  memset(&o, 0, sizeof(o));
+  lua_getfield(L, 1, "server");
+  o.server = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "verify");
+  o.verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  o.cert = opt_str(L, 1, "cert");
+  o.key = opt_str(L, 1, "key");
+  o.ca_file = opt_str(L, 1, "ca_file");
+  unsigned char alpn[256];
+  lua_getfield(L, 1, "alpn");
+  if (lua_istable(L, -1)) {
+    for (int i = 1;; i++) {
+      lua_rawgeti(L, -1, i);
+      size_t n;
+      const char *p = lua_tolstring(L, -1, &n);
+      lua_pop(L, 1);
+      if (!p) break;
+      if (n == 0 || n > 255 || o.alpn_len + 1 + n > sizeof(alpn))
+        return luaL_argerror(L, 1, "bad ALPN protocol name");
+      alpn[o.alpn_len++] = (unsigned char)n;
+      memcpy(alpn + o.alpn_len, p, n);
+      o.alpn_len += (unsigned)n;
+    }
+    o.alpn = alpn;
+  }
+  lua_pop(L, 1);
+  char err[512];
+  tls_cfg_t *cfg = tls_cfg_new(&o, err, sizeof(err));
+  if (!cfg) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  tls_ud *ud = lua_newuserdata(L, sizeof(tls_ud));
+  ud->cfg = cfg;
+  luaL_getmetatable(L, TLS_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int tls_gc(lua_State *L) {
+  tls_ud *ud = lua_touserdata(L, 1);
+  tls_cfg_unref(ud->cfg);
+  ud->cfg = NULL;
+  return 0;
+}
+
+/* tls_info(c) -> { protocol, cipher, alpn, server_name, verified,
+ * resumed, peer_subject, peer_issuer, peer_serial } | nil, err */
+static int l_tls_info(lua_State *L) {
+  net_conn_t *c = net_check(L, 1);
+  tls_info_t in;
+  if (!c || !tls_is(c)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not_tls");
+    return 2;
+  }
+  if (tls_info(c, &in)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "handshake");
+    return 2;
+  }
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, in.protocol);
+  lua_setfield(L, -2, "protocol");
+  lua_pushstring(L, in.cipher);
+  lua_setfield(L, -2, "cipher");
+  if (in.alpn_len) {
+    lua_pushlstring(L, (const char *)in.alpn, in.alpn_len);
+    lua_setfield(L, -2, "alpn");
+  }
+  if (in.server_name) {
+    lua_pushstring(L, in.server_name);
+    lua_setfield(L, -2, "server_name");
+  }
+  lua_pushboolean(L, in.verified);
+  lua_setfield(L, -2, "verified");
+  lua_pushboolean(L, in.resumed);
+  lua_setfield(L, -2, "resumed");
+  if (in.subject[0]) {
+    lua_pushstring(L, in.subject);
+    lua_setfield(L, -2, "peer_subject");
+    lua_pushstring(L, in.issuer);
+    lua_setfield(L, -2, "peer_issuer");
+    lua_pushstring(L, in.serial);
+    lua_setfield(L, -2, "peer_serial");
+  }
+  return 1;
 }
 
 /* The sentinel's finalizer runs when the Lua state closes: every socket
@@ -594,7 +775,10 @@ int luaopen_orrery_net_core(lua_State *L) {
                                  {"listen_tcp", l_listen_tcp},
                                  {"listen_unix", l_listen_unix},
                                  {"accept", l_accept},
+                                 {"lset_tls", l_lset_tls},
                                  {"lclose", l_lclose},
+                                 {"tls_new", l_tls_new},
+                                 {"tls_info", l_tls_info},
                                  {"laddr", l_laddr},
                                  {"stats", l_stats},
                                  {NULL, NULL}};
@@ -604,6 +788,10 @@ int luaopen_orrery_net_core(lua_State *L) {
   lua_pop(L, 1);
   luaL_newmetatable(L, LIS_MT);
   lua_pushcfunction(L, lis_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, TLS_MT);
+  lua_pushcfunction(L, tls_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, DNS_MT);

@@ -187,15 +187,20 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     c->paused = 1;
     return;
   }
-  int r = n > 0 ? c->ops->input(c, (size_t)n, buf) : (int)n;
+  net_input_done(c, n > 0 ? c->ops->input(c, (size_t)n, buf) : (int)n);
+}
+
+void net_input_done(net_conn_t *c, int r) {
   if (r == 0) {
     if (c->rlen == c->rcap && c->rcap >= c->rmax) {
-      uv_read_stop(s);
+      uv_read_stop(&c->u.s);
       c->paused = 1;
     }
   } else {
     c->rerr = r;
-    uv_read_stop(s);
+    uv_read_stop(&c->u.s);
+    /* A transport's handshake ended with the input: the dialler wakes. */
+    if (c->dialing) net_ready(c, r);
   }
   if (c->on_read) {
     c->on_read(c);
@@ -208,6 +213,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void start_reading(net_conn_t *c) {
   if (uv_read_start(&c->u.s, on_alloc, on_read) != 0) c->rerr = UV_EBADF;
+}
+
+void net_read_start(net_conn_t *c) {
+  start_reading(c);
 }
 
 void net_resume(net_conn_t *c) {

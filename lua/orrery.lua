@@ -233,18 +233,16 @@ function M.on_shutdown(fn)
   on_shutdown[#on_shutdown + 1] = fn
 end
 
--- on_sighup(fn): fn runs (in its own coroutine) on every SIGHUP, the
--- signal logrotate sends to have log files reopened. The first call makes
--- the process catch SIGHUP, which otherwise ends it. Returns false when
--- another worker owns the process's signals.
-local on_sighup = {}
-function M.on_sighup(fn)
+-- on_hup(fn): fn(signum) runs (in its own coroutine) on every SIGHUP,
+-- after the handlers added before it. Once a function (or a TLS
+-- listener, which reloads its certificate) asks for SIGHUP, the signal no
+-- longer ends the process. Returns false when another worker of the
+-- process holds the signals (fn is kept, but will not be called).
+function M.on_hup(fn)
   if type(fn) ~= "function" then
-    error("orrery.on_sighup: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
+    error("orrery.on_hup: bad argument #1 (function expected)", 2)
   end
-  if not core.catch_sighup() then return false end
-  on_sighup[#on_sighup + 1] = fn
-  return true
+  return sched.on_hup(fn)
 end
 
 -- watchdog{ timeout = s, action = "report" | "interrupt" | "exit" } or
@@ -291,10 +289,6 @@ end
 sched.handlers.signal = function(signum)
   for _, fn in ipairs(on_shutdown) do sched.spawn(context.root, fn, signum) end
   context.cancel(context.root, "canceled")
-end
-
-sched.handlers.sighup = function(signum)
-  for _, fn in ipairs(on_sighup) do sched.spawn(context.root, fn, signum) end
 end
 
 sched.handlers.dump = function()

@@ -469,7 +469,7 @@ function M.open(path)
   if old ~= io.stderr then old:close() end
   if not hup_wired then
     local orrery = require "orrery"
-    hup_wired = orrery.on_sighup(function() M.reopen() end)
+    hup_wired = orrery.on_hup(function() M.reopen() end)
   end
   return true
 end

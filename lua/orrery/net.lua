@@ -138,11 +138,99 @@ function M.resolve(host, timeout)
   return core.resolve_result(d)
 end
 
+-- -- TLS (host/tls.c; docs/tls.md) --
+
+local CLIENT_TLS_OPTS = { verify = true, insecure = true, ca_file = true, cert = true,
+  key = true, server_name = true, alpn = true }
+local SERVER_TLS_OPTS = { cert = true, key = true, alpn = true }
+
+local function check_alpn(F, o, level)
+  local a = o.alpn
+  if a == nil then return end
+  local ok = type(a) == "table" and #a > 0
+  if ok then
+    for _, p in ipairs(a) do
+      if type(p) ~= "string" or #p == 0 or #p > 255 then ok = false end
+    end
+  end
+  if not ok then
+    error(("%s: bad option 'tls.alpn' (list of protocol names expected)"):format(F), level)
+  end
+end
+
+local function tls_opts(F, o, known, level)
+  if type(o) ~= "table" then
+    error(("%s: bad option 'tls' (table expected, got %s)"):format(F, check.show(o)), level)
+  end
+  for k in pairs(o) do
+    if not known[k] then
+      error(("%s: unknown option 'tls.%s'"):format(F, tostring(k)), level)
+    end
+  end
+  for _, k in ipairs { "cert", "key", "ca_file", "server_name" } do
+    if o[k] ~= nil and type(o[k]) ~= "string" then
+      error(("%s: bad option 'tls.%s' (string expected, got %s)"):format(F, k, check.show(o[k])), level)
+    end
+  end
+  for _, k in ipairs { "verify", "insecure" } do
+    if o[k] ~= nil and type(o[k]) ~= "boolean" then
+      error(("%s: bad option 'tls.%s' (boolean expected, got %s)"):format(F, k, check.show(o[k])), level)
+    end
+  end
+  check_alpn(F, o, level + 1)
+end
+
+-- Server configurations are made once per listener (and again on
+-- SIGHUP); a configuration that cannot be made raises, naming the
+-- function and the option.
+local function server_tls(F, o, level)
+  tls_opts(F, o, SERVER_TLS_OPTS, level + 1)
+  if o.cert == nil or o.key == nil then
+    error(("%s: option 'tls.%s' is required"):format(F, o.cert == nil and "cert" or "key"), level)
+  end
+  local cfg, err = core.tls_new { server = true, cert = o.cert, key = o.key, alpn = o.alpn }
+  if not cfg then error(("%s: %s"):format(F, err), level) end
+  return cfg
+end
+
+-- Client configurations are cached by their settings: loading the system
+-- store costs milliseconds, and connections to many hosts share one.
+local client_cfgs = {}
+local warned_insecure = false
+
+local function client_tls(F, o, level)
+  if o == true then o = {} end
+  tls_opts(F, o, CLIENT_TLS_OPTS, level + 1)
+  local verify = o.verify ~= false and not o.insecure
+  if not verify and not warned_insecure then
+    warned_insecure = true
+    io.stderr:write("orrery.net: warning: TLS certificate verification is off (tls.insecure)\n")
+  end
+  local key = table.concat({ tostring(verify), o.ca_file or "", o.cert or "", o.key or "",
+    o.alpn and table.concat(o.alpn, ",") or "" }, "\0")
+  local cfg = client_cfgs[key]
+  if not cfg then
+    local err
+    cfg, err = core.tls_new { verify = verify, ca_file = o.ca_file, cert = o.cert, key = o.key,
+      alpn = o.alpn }
+    if not cfg then error(("%s: %s"):format(F, err), level) end
+    client_cfgs[key] = cfg
+  end
+  return cfg, o.server_name
+end
+
+--- conn:tls_info() -> { protocol, cipher, alpn, server_name, verified,
+-- resumed, peer_subject, peer_issuer, peer_serial } | nil, err ("not_tls", or
+-- "handshake" while it goes on)
+function Conn:tls_info() return core.tls_info(self.c) end
+
 --- net.connect(host, port [, opts]) or net.connect{ host=, port= | unix=,
--- timeout= } -> conn | nil, err. Names are resolved and each address is
--- tried in turn.
-local CONNECT_OPTS = { host = true, port = true, unix = true, timeout = true }
-local CONNECT_ARG_OPTS = { timeout = true }
+-- timeout=, tls= } -> conn | nil, err. Names are resolved and each
+-- address is tried in turn; with tls the connection is returned once the
+-- handshake is done (within the timeout), and TLS failures are
+-- nil, "tls: <reason>".
+local CONNECT_OPTS = { host = true, port = true, unix = true, timeout = true, tls = true }
+local CONNECT_ARG_OPTS = { timeout = true, tls = true }
 local SECONDS = { min = -math.huge, inf = true, what = "seconds" } -- < 0: none
 
 function M.connect(host, port, opts)
@@ -160,8 +248,13 @@ function M.connect(host, port, opts)
   end
   local timeout = check.number_opt(F, opts, "timeout", SECONDS, 3) or -1
   local deadline = timeout >= 0 and now() + timeout or nil
+  local tls, server_name
+  if opts.tls ~= nil and opts.tls ~= false then
+    tls, server_name = client_tls(F, opts.tls, 3)
+    server_name = server_name or (not opts.unix and host) or nil
+  end
   if opts.unix then
-    local c, err = core.connect_unix(opts.unix)
+    local c, err = core.connect_unix(opts.unix, tls, server_name)
     if not c then return nil, err end
     local conn = wrap(c)
     local ok, cerr = await(core.await_connect, c, left(deadline))
@@ -178,14 +271,15 @@ function M.connect(host, port, opts)
   if not addrs then return nil, err end
   for _, ip in ipairs(addrs) do
     local c
-    c, err = core.connect_tcp(ip, port)
+    c, err = core.connect_tcp(ip, port, tls, server_name)
     if c then
       local conn = wrap(c)
       local ok
       ok, err = await(core.await_connect, c, left(deadline))
       if ok then return conn end
       core.close(c)
-      if err == "timeout" or err == "canceled" then break end
+      -- A TLS failure is the server's answer, not the address's.
+      if err == "timeout" or err == "canceled" or err:sub(1, 4) == "tls:" then break end
     end
   end
   return nil, err or "no_such_host"
@@ -195,10 +289,48 @@ local Listener = {}
 Listener.__index = Listener
 M.Listener = Listener
 
---- net.listen{ host=, port= | unix=, mode=, backlog= } -> listener | nil, err.
--- host defaults to "127.0.0.1"; port 0 picks a free port (listener.port).
--- mode (unix sockets): the socket file's permissions, e.g. 384 (0600).
-local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true, mode = true }
+-- TLS listeners, reloaded on SIGHUP (weak: a listener that is collected
+-- drops out).
+local tls_listeners = setmetatable({}, { __mode = "k" })
+local hup_watched = false
+
+local function log_reload(msg)
+  io.stderr:write(msg, "\n")
+  io.stderr:flush()
+end
+
+--- listener:reload_tls() -> true | nil, err: reads the certificate and
+-- key files again; connections accepted from now on use them, those
+-- already open keep theirs. On failure the old ones stay in use.
+function Listener:reload_tls()
+  local o = self.tls
+  if not o or not self.l then return nil, "not_tls" end
+  -- The options were checked when the listener was made.
+  local cfg, err = core.tls_new { server = true, cert = o.cert, key = o.key, alpn = o.alpn }
+  if not cfg then return nil, err end
+  local r
+  r, err = core.lset_tls(self.l, cfg)
+  if not r then return nil, err end
+  self.tls_reloads = (self.tls_reloads or 0) + 1
+  return true
+end
+
+local function reload_all()
+  for lis in pairs(tls_listeners) do
+    local ok, err = lis:reload_tls()
+    if not ok and err ~= "closed" then
+      log_reload(("orrery.net: SIGHUP: keeping the old certificate of %s: %s")
+        :format(lis.unix or ((lis.host or "?") .. ":" .. tostring(lis.port)), tostring(err)))
+    end
+  end
+end
+
+--- net.listen{ host=, port= | unix=, mode=, backlog=, tls= } -> listener |
+-- nil, err. host defaults to "127.0.0.1"; port 0 picks a free port
+-- (listener.port). mode (unix sockets): the socket file's permissions,
+-- e.g. 384 (0600). tls = { cert=, key=, alpn= } makes every accepted
+-- connection TLS; the files are read again on SIGHUP.
+local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true, tls = true, mode = true }
 
 function M.listen(opts)
   local F = "orrery.net.listen"
@@ -210,15 +342,34 @@ function M.listen(opts)
   check.type_opt(F, opts, "host", "string", 3)
   check.port_opt(F, opts, "port", 3)
   check.number_opt(F, opts, "backlog", { int = true, strict = true, what = "positive integer" }, 3)
+  local lis, err = M._listen(F, opts, 4) -- not a tail call: levels count it
+  return lis, err
+end
+
+-- The body of net.listen for it and http.listen: F names the public
+-- function, level is where its caller is for TLS errors.
+function M._listen(F, opts, level)
   if opts.mode ~= nil and (type(opts.mode) ~= "number" or opts.mode % 1 ~= 0
       or opts.mode < 0 or opts.mode > 511 or not opts.unix) then
-    error(F .. ": option mode must be file permissions (0 to 511) for a unix socket", 2)
+    error(F .. ": option mode must be file permissions (0 to 511) for a unix socket", level - 1)
+  end
+  local tls = opts.tls and server_tls(F, opts.tls, level)
+  local function made(lis)
+    if tls then
+      lis.tls = opts.tls
+      tls_listeners[lis] = true
+      if not hup_watched then
+        hup_watched = true
+        sched.on_hup(reload_all)
+      end
+    end
+    return lis
   end
   local l, err
   if opts.unix then
-    l, err = core.listen_unix(opts.unix, opts.backlog, opts.mode)
+    l, err = core.listen_unix(opts.unix, opts.backlog, tls, opts.mode)
     if not l then return nil, err end
-    return setmetatable({ l = l, unix = opts.unix }, Listener)
+    return made(setmetatable({ l = l, unix = opts.unix }, Listener))
   end
   local host = opts.host or "127.0.0.1"
   if host == "localhost" then host = "127.0.0.1" end
@@ -229,10 +380,10 @@ function M.listen(opts)
     if not addrs then return nil, err end
     host = addrs[1]
   end
-  l, err = core.listen_tcp(host, opts.port or 0, opts.backlog)
+  l, err = core.listen_tcp(host, opts.port or 0, opts.backlog, tls)
   if not l then return nil, err end
   local ip, port = core.laddr(l)
-  return setmetatable({ l = l, host = ip, port = port }, Listener)
+  return made(setmetatable({ l = l, host = ip, port = port }, Listener))
 end
 
 --- listener:accept([timeout|ctx]) -> conn | nil, err
@@ -250,6 +401,9 @@ function Listener:addr()
   return self.host, self.port
 end
 
-function Listener:close() core.lclose(self.l) end
+function Listener:close()
+  tls_listeners[self] = nil
+  core.lclose(self.l)
+end
 
 return M

@@ -251,6 +251,21 @@ end
 local handlers = {}
 M.handlers = handlers
 
+-- on_hup(fn): fn(signum) runs in its own coroutine (under the root
+-- context) on every SIGHUP, in the order the functions were added; the
+-- first call makes SIGHUP a reload signal instead of ending the process
+-- (loop_watch_hup). Returns false when another worker of the process
+-- holds the signals.
+local hup_fns = {}
+function M.on_hup(fn)
+  hup_fns[#hup_fns + 1] = fn
+  return core.watch_hup()
+end
+
+handlers.hup = function(signum)
+  for _, fn in ipairs(hup_fns) do M.spawn(root, fn, signum) end
+end
+
 core.set_dispatch(function(kind, arg)
   if kind == "timer" then
     local tm = armed[arg]

@@ -341,7 +341,7 @@ T.test("SIGHUP reopens the log file (logrotate's rename, then HUP)", function()
     -- Handlers run in the order they were registered: log's reopen
     -- first, then this one.
     local hup = orrery.chan(1)
-    orrery.on_sighup(function() hup:send(true) end)
+    orrery.on_hup(function() hup:send(true) end)
     ffi.C.kill(pid, 1)
     hup:recv()
     log.info("after rotation")

@@ -260,3 +260,26 @@ T.test("on_shutdown and set_grace reject bad arguments", function()
   T.raises(function() orrery.set_grace(-1) end, "grace")
   T.raises(function() orrery.set_grace("x") end, "set_grace")
 end)
+
+T.test("SIGHUP ends the process until on_hup asks for it; then each one runs the handlers", function()
+  local st = child([[
+    ffi.C.kill(tonumber(pid), 1)
+    orrery.sleep(5)
+    print("not reached")
+  ]])
+  T.eq(st, 129)
+  local st2, out, err = child([[
+    local got = orrery.chan(10)
+    print(orrery.on_hup(function(sig) got:send("first " .. sig) end))
+    orrery.on_hup(function(sig) got:send("second " .. sig) end)
+    for _ = 1, 2 do
+      ffi.C.kill(tonumber(pid), 1)
+      print((got:recv(10)))
+      print((got:recv(10)))
+    end
+    print("still running")
+  ]])
+  T.eq(st2, 0, err)
+  T.eq(out, "true\nfirst 1\nsecond 1\nfirst 1\nsecond 1\nstill running\n")
+  T.raises(function() require("orrery").on_hup("x") end, "orrery.on_hup: bad argument #1")
+end)

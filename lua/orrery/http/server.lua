@@ -560,7 +560,8 @@ Server.__index = Server
 M.Server = Server
 
 -- Options beyond M.defaults.
-local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true }
+local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true,
+  tls = true }
 for k in pairs(M.defaults) do KNOWN[k] = true end
 local COUNT = { min = 1, int = true, what = "positive integer" }
 local SECONDS = { what = "seconds or false" }
@@ -599,6 +600,14 @@ local function check_opts(F, opts)
     error(("%s: bad option 'ctx' (context expected, got %s)"):format(F, type(o.ctx)), L - 1)
   end
   check.type_opt(F, o, "background", "boolean", L)
+  if o.tls ~= nil then
+    check.type_opt(F, o, "tls", "table", L)
+    -- HTTP/1.1 is what this server speaks: say so in ALPN.
+    local t = {}
+    for k, v in pairs(o.tls) do t[k] = v end
+    if t.alpn == nil then t.alpn = { "http/1.1" } end
+    o.tls = t
+  end
   return o
 end
 
@@ -624,7 +633,10 @@ local function start(F, handler, opts)
     read_header_timeout = o.read_header_timeout or 0, read_body_timeout = o.read_body_timeout or 0,
     idle_timeout = o.idle_timeout or 0, write_timeout = o.write_timeout or 0,
   }
-  local lis, err = net.listen { host = o.host, port = o.port, unix = o.unix, backlog = o.backlog }
+  -- TLS errors (bad certificate or key) raise at the caller of
+  -- http.listen / http.serve: level 5 counted from net's server_tls.
+  local lis, err = net._listen(F, { host = o.host, port = o.port, unix = o.unix,
+    backlog = o.backlog, tls = o.tls }, 5)
   if not lis then return nil, err end
   local base, cancel_base = detached()
   local ctl, cancel_ctl = detached()
