@@ -258,9 +258,10 @@ void alloc_done(void); /* after lua_close: returns the small-object chunks */
 /* modules.c */
 void modules_preload(lua_State *L);
 
-/* tcp.c, http_server.c (see net.h) */
+/* tcp.c, http_server.c, http_client.c (see net.h) */
 int luaopen_orrery_net_core(lua_State *L);
 int luaopen_orrery_http_core(lua_State *L);
+int luaopen_orrery_http_client_core(lua_State *L);
 
 /* repl.c */
 int repl_readline(lua_State *L);

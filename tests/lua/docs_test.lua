@@ -7,7 +7,7 @@
 -- block fenced ```lua fragment is not run.
 local T = require "orrery.test"
 
-local DOCS = { "docs/runtime.md", "docs/errors.md", "docs/go-guide.md", "docs/json.md", "docs/http.md", "docs/resilience.md", "docs/net.md" }
+local DOCS = { "docs/runtime.md", "docs/errors.md", "docs/go-guide.md", "docs/json.md", "docs/http.md", "docs/resilience.md", "docs/net.md", "docs/http-client.md" }
 
 -- The repository root, from this file's own path (tests/lua/docs_test.lua).
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/docs_test%.lua$") or "")

@@ -1,0 +1,734 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.http.client -- the HTTP/1.1 client: requests and responses, a
+-- keep-alive pool per origin, timeouts and contexts, the retry rule
+-- (docs/http-client.md).
+--
+-- host/http_client.c parses responses (llhttp in response mode, strict);
+-- this module owns the policy: requests on the wire, responses, the retry
+-- rule and redirects. The pool is orrery.http.pool; connections run over
+-- a transport (orrery.http.transport: plain TCP today, TLS later under
+-- the same methods).
+local sched = require "orrery.sched"
+local context = require "orrery.context"
+local check = require "orrery.check"
+local pool = require "orrery.http.pool"
+local transport = require "orrery.http.transport"
+local C = require "orrery.ffi"
+local ffi = require "ffi"
+
+local type, pairs, ipairs, tostring, tonumber, setmetatable, error, pcall =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, error, pcall
+local concat = table.concat
+local ffi_string = ffi.string
+local wait_err, limit = transport.wait_err, transport.limit
+local pool_of, acquire, checkin, discard = pool.pool_of, pool.acquire, pool.checkin, pool.discard
+local now, co_slot = C.orrery_ffi_now, C.orrery_ffi_co_slot
+local hfeed, heof, hstart = C.orrery_ffi_hresp_feed, C.orrery_ffi_hresp_eof, C.orrery_ffi_hresp_start
+local EV_NEED, EV_HEAD, EV_BODY, EV_DONE, EV_ERROR, EV_CONTINUE =
+  C.ORRERY_HRESP_NEED, C.ORRERY_HRESP_HEAD, C.ORRERY_HRESP_BODY, C.ORRERY_HRESP_DONE,
+  C.ORRERY_HRESP_ERROR, C.ORRERY_HRESP_CONTINUE
+
+local M = {}
+
+-- Every wait of a request is bounded by default: the whole exchange by
+-- `timeout`, and each phase by its own limit inside it.
+M.defaults = {
+  timeout = 60,           -- the whole request, body included (false: none)
+  connect_timeout = 10,   -- DNS and TCP connect (and, later, the TLS handshake)
+  head_timeout = 30,      -- request written to response head complete (TTFB)
+  read_timeout = 30,      -- longest wait for the next bytes of a body
+  write_timeout = 30,     -- longest wait for a write to drain
+  continue_timeout = 1,   -- wait for 100 Continue, then send the body anyway
+  max_conns_per_host = 64,
+  max_idle_per_host = 16,
+  max_idle = 256,
+  idle_timeout = 60,      -- an idle connection is closed after this
+  max_head_bytes = 65536, -- status line and fields of a response head
+  max_fields = 100,
+  max_body_size = 8388608, -- res:body(), res:json() and buffered responses
+  follow = 0,             -- redirects followed when > 0
+  headers = false,        -- default request fields (a table)
+  user_agent = "orrery/0.1",
+}
+
+local CLIENT_OPTS, REQUEST_OPTS = {}, {
+  method = true, url = true, headers = true, body = true, ctx = true, stream = true,
+  expect_continue = true,
+}
+for k in pairs(M.defaults) do
+  CLIENT_OPTS[k] = true
+  if k ~= "max_conns_per_host" and k ~= "max_idle_per_host" and k ~= "max_idle"
+      and k ~= "idle_timeout" then
+    REQUEST_OPTS[k] = true
+  end
+end
+
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true, TRACE = true }
+
+-- -- Options --
+
+local function check_opts(fname, opts, allowed, base, lv)
+  local o = setmetatable({}, { __index = base })
+  if opts == nil then return o end
+  if type(opts) ~= "table" then
+    error(("%s: bad argument (options table expected, got %s)"):format(fname, type(opts)), lv)
+  end
+  for k, v in pairs(opts) do
+    if not allowed[k] then
+      error(("%s: unknown option '%s'"):format(fname, tostring(k)), lv)
+    end
+    o[k] = v
+  end
+  for _, k in ipairs { "timeout", "connect_timeout", "head_timeout", "read_timeout",
+    "write_timeout", "continue_timeout", "idle_timeout" } do
+    local v = rawget(o, k)
+    if v ~= nil and v ~= false and (type(v) ~= "number" or v ~= v or v < 0) then
+      error(("%s: option %s must be seconds or false"):format(fname, k), lv)
+    end
+  end
+  for _, k in ipairs { "max_conns_per_host", "max_idle_per_host", "max_idle", "max_head_bytes",
+    "max_fields", "max_body_size", "follow" } do
+    local v = rawget(o, k)
+    if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
+      error(("%s: option %s must be a non-negative integer"):format(fname, k), lv)
+    end
+  end
+  local h = rawget(o, "headers")
+  if h ~= nil and h ~= false and type(h) ~= "table" then
+    error(("%s: option headers must be a table"):format(fname), lv)
+  end
+  local c = rawget(o, "ctx")
+  if c ~= nil and not context.is_ctx(c) then
+    error(("%s: option ctx must be a context"):format(fname), lv)
+  end
+  return o
+end
+
+-- -- URLs --
+
+-- parse_url(url) -> scheme, host, port, target | nil, why
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "absolute http:// or https:// URL expected" end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then return nil, "unsupported scheme " .. scheme end
+  local auth, target = rest:match("^([^/?#]*)(.*)$")
+  if auth:find("@", 1, true) then return nil, "user information in URLs is not supported" end
+  local host, port = auth:match("^%[([%x:.]+)%]:?(%d*)$")
+  if not host then host, port = auth:match("^([^:]+):?(%d*)$") end
+  if not host or host == "" then return nil, "no host" end
+  port = port ~= "" and tonumber(port) or (scheme == "https" and 443 or 80)
+  if port < 1 or port > 65535 then return nil, "bad port" end
+  target = target:gsub("#.*$", "")
+  if target == "" then target = "/" end
+  if target:sub(1, 1) == "?" then target = "/" .. target end
+  if target:find("[%s%c]") then return nil, "whitespace or control character in URL" end
+  return scheme, host:lower(), port, target
+end
+M.parse_url = parse_url
+
+-- Resolves a Location against the URL it answered.
+local function resolve_location(base, loc)
+  if loc:match("^%a[%w+.-]*://") then return loc end
+  local scheme, auth, path = base:match("^(%a[%w+.-]*)://([^/?#]*)([^?#]*)")
+  if loc:sub(1, 2) == "//" then return scheme .. ":" .. loc end
+  if loc:sub(1, 1) == "/" then return scheme .. "://" .. auth .. loc end
+  local dir = path:match("^(.*/)") or "/"
+  return scheme .. "://" .. auth .. dir .. loc
+end
+
+-- -- Requests on the wire --
+
+-- Raises at the caller's line (level lv) for a field the client cannot
+-- send: a bad name, a value with a line break, or framing fields, which
+-- the client sets itself.
+local function check_headers(fname, headers, lv)
+  if not headers then return end
+  for k, v in pairs(headers) do
+    if type(k) ~= "string" or k == "" or k:find("[^%w!#$%%&'*+.^_`|~-]") then
+      error(("%s: bad header name %s"):format(fname, tostring(k)), lv)
+    end
+    local l = k:lower()
+    if l == "content-length" or l == "transfer-encoding" then
+      error(("%s: %s is set by the client"):format(fname, k), lv)
+    end
+    local vals = type(v) == "table" and v or { v }
+    for _, x in ipairs(vals) do
+      local tx = type(x)
+      if (tx ~= "string" and tx ~= "number") or tostring(x):find("[\r\n%z]") then
+        error(("%s: bad value for header %s"):format(fname, k), lv)
+      end
+    end
+  end
+end
+
+local function header_lines(out, headers)
+  for k, v in pairs(headers) do
+    if type(v) == "table" then
+      for _, x in ipairs(v) do out[#out + 1] = k .. ": " .. x .. "\r\n" end
+    else
+      out[#out + 1] = k .. ": " .. v .. "\r\n"
+    end
+  end
+end
+
+-- The request head and how its body goes: "none", "string" (bytes in
+-- st.body) or "chunked" (st.source is called for each chunk).
+local function build_head(cl, st)
+  local o, method = st.o, st.method
+  local out = { method, " ", st.target, " HTTP/1.1\r\n" }
+  local have = {}
+  local function note(h)
+    if h then for k in pairs(h) do have[k:lower()] = true end end
+  end
+  local defaults, hdrs = o.headers, st.headers
+  note(hdrs)
+  if defaults then
+    local d = {}
+    for k, v in pairs(defaults) do if not have[k:lower()] then d[k] = v end end
+    note(d)
+    header_lines(out, d)
+  end
+  if hdrs then header_lines(out, hdrs) end
+  if not have.host then
+    local h = st.host:find(":", 1, true) and ("[" .. st.host .. "]") or st.host
+    local dflt = (st.scheme == "https" and 443 or 80)
+    out[#out + 1] = "Host: " .. h .. (st.port ~= dflt and (":" .. st.port) or "") .. "\r\n"
+  end
+  if not have["user-agent"] and o.user_agent then
+    out[#out + 1] = "User-Agent: " .. o.user_agent .. "\r\n"
+  end
+  local kind = st.body_kind
+  if kind == "string" then
+    out[#out + 1] = "Content-Length: " .. #st.body .. "\r\n"
+    if st.json and not have["content-type"] then
+      out[#out + 1] = "Content-Type: application/json\r\n"
+    end
+  elseif kind == "chunked" then
+    out[#out + 1] = "Transfer-Encoding: chunked\r\n"
+  elseif method == "POST" or method == "PUT" or method == "PATCH" then
+    out[#out + 1] = "Content-Length: 0\r\n"
+  end
+  if st.expect and kind ~= "none" and not have.expect then
+    out[#out + 1] = "Expect: 100-continue\r\n"
+  end
+  out[#out + 1] = "\r\n"
+  return concat(out)
+end
+
+local function write(st, conn, data)
+  st.wrote = true
+  local ok, err = conn.t:write(data, limit(st.o.write_timeout, st.deadline))
+  if not ok then return nil, wait_err(st, err, "write") end
+  return true
+end
+
+local function send_body(st, conn)
+  if st.body_kind == "string" then
+    if #st.body > 0 then return write(st, conn, st.body) end
+    return true
+  end
+  local src = st.source
+  while true do
+    local chunk, serr = src()
+    if chunk == nil then
+      if serr ~= nil then return nil, "canceled: body source failed: " .. tostring(serr) end
+      return write(st, conn, "0\r\n\r\n")
+    end
+    if type(chunk) ~= "string" then
+      return nil, "canceled: body source returned a " .. type(chunk)
+    end
+    if #chunk > 0 then
+      local ok, err = write(st, conn, ("%x\r\n"):format(#chunk) .. chunk .. "\r\n")
+      if not ok then return nil, err end
+    end
+  end
+end
+
+-- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
+-- from what is buffered, then from the connection.
+local function next_event(st, conn, phase, tmo)
+  local r = conn.r
+  while true do
+    local buf = conn.buf
+    if buf then
+      local ev = hfeed(r, buf, conn.off, #buf)
+      conn.off = r.pos
+      if ev ~= EV_NEED then return ev end
+      conn.buf = false
+    end
+    local d, err = conn.t:read(65536, limit(tmo, st.deadline))
+    if not d then
+      if err == "eof" then
+        local ev = heof(r)
+        if ev == EV_NEED then return nil, "closed: connection closed before the response" end
+        return ev
+      end
+      return nil, wait_err(st, err, phase)
+    end
+    st.got = true
+    conn.buf, conn.off = d, 0
+  end
+end
+
+local function parse_err(r)
+  local why = r.reason ~= nil and ffi_string(r.reason) or "bad response"
+  if r.too_large ~= 0 then return "too_large: " .. why end
+  return "bad_response: " .. why
+end
+
+-- -- Responses --
+
+local Res = {}
+local Headers = {}
+Headers.__index = function(t, k)
+  if type(k) == "string" then
+    local l = k:lower()
+    if l ~= k then return rawget(t, l) end
+  end
+end
+
+-- Fields into a case-insensitive table (repeated fields joined with ", ",
+-- but Set-Cookie, which cannot be joined, keeps its first value) and a
+-- flat list name1, value1, ... in order for header_values.
+local function fields(r, from, to)
+  local h, list = setmetatable({}, Headers), {}
+  local fb, sp = r.fields, r.spans
+  for i = from, to - 1 do
+    local s = sp + 4 * i
+    local name = ffi_string(fb + s[0], s[1]):lower()
+    local value = ffi_string(fb + s[2], s[3])
+    local last = value:byte(-1)
+    if last == 32 or last == 9 then value = value:match("^(.-)[ \t]*$") end
+    list[#list + 1] = name
+    list[#list + 1] = value
+    local old = rawget(h, name)
+    if old == nil then
+      h[name] = value
+    elseif name ~= "set-cookie" then
+      h[name] = old .. ", " .. value
+    end
+  end
+  return h, list
+end
+
+local function keep_alive_timeout(h)
+  local ka = h["keep-alive"]
+  if ka then
+    local t = tonumber(ka:lower():match("timeout%s*=%s*(%d+)"))
+    if t then return t end
+  end
+  return false
+end
+
+-- Ends the exchange: the connection goes back to the pool when the
+-- response ended cleanly and both sides may reuse it; else it is closed.
+local function finish(st, conn, clean)
+  if st.finished then return end
+  st.finished = true
+  local cl = st.cl
+  local r = conn.r
+  if clean and not st.no_reuse and r.keep_alive ~= 0 and not conn.closed
+      and not (conn.buf and conn.off < #conn.buf) then
+    conn.buf, conn.off = false, 0
+    conn.uses = conn.uses + 1
+    checkin(cl, conn)
+  else
+    discard(cl, conn)
+  end
+end
+
+-- The body pieces of a streamed response: next piece | nil at the end |
+-- nil, err (the connection is closed then).
+local function read_piece(st, res)
+  local conn = res._conn
+  if st.finished then return nil, st.ended_err end
+  local ev, err = next_event(st, conn, "idle read", st.o.read_timeout)
+  if ev == EV_BODY then
+    local r = conn.r
+    local buf, off, len = conn.buf, r.body_off, r.body_len
+    if off == 0 and len == #buf then return buf end
+    return buf:sub(off + 1, off + len)
+  elseif ev == EV_DONE then
+    local r = conn.r
+    if r.nfields > r.nhead then res.trailers = fields(r, r.nhead, r.nfields) end
+    finish(st, conn, true)
+    return nil
+  end
+  if ev == EV_ERROR then err = parse_err(conn.r) end
+  finish(st, conn, false)
+  st.ended_err = err
+  return nil, err
+end
+
+-- Runs fn under the request's context (the coroutine's binding is the
+-- one every wait inside checks).
+local function under(st, fn, a, b)
+  local ctx = st.bind
+  if not ctx then return fn(a, b) end
+  local slot = co_slot()
+  local old = sched.bind(slot, ctx)
+  local ok, x, y = pcall(fn, a, b)
+  sched.bind(slot, old)
+  if not ok then error(x, 0) end
+  return x, y
+end
+
+local function res_read(self)
+  local st = self._st
+  if self._buffered then
+    local b = self._buffered
+    self._buffered = false
+    if b ~= "" then return b end
+    return nil
+  end
+  return under(st, read_piece, st, self)
+end
+
+--- res:read() -> the next piece of the body | nil at its end | nil, err
+function Res:read()
+  check.self(self, Res, "res:read", "response")
+  return res_read(self)
+end
+
+local function read_all(self, max)
+  if self._buffered then
+    local b = self._buffered
+    self._buffered = false
+    return b
+  end
+  local st = self._st
+  if st.finished then return nil, st.ended_err or "closed: body already read" end
+  local cl = self._conn.r.content_length
+  if cl > max then
+    finish(st, self._conn, false)
+    st.ended_err = "too_large: body of " .. tostring(cl):gsub("LL$", "") .. " bytes"
+    return nil, st.ended_err
+  end
+  local parts, n = {}, 0
+  while true do
+    local piece, err = read_piece(st, self)
+    if not piece then
+      if err then return nil, err end
+      return concat(parts)
+    end
+    n = n + #piece
+    if n > max then
+      finish(st, self._conn, false)
+      st.ended_err = "too_large: body over " .. max .. " bytes"
+      return nil, st.ended_err
+    end
+    parts[#parts + 1] = piece
+  end
+end
+
+--- res:body() -> the whole body (at most max_body_size bytes) | nil, err
+function Res:body()
+  check.self(self, Res, "res:body", "response")
+  if self._whole then return self._whole end
+  local st = self._st
+  local b, err = under(st, read_all, self, st.o.max_body_size)
+  if b then self._whole = b end
+  return b, err
+end
+
+--- res:json() -> the body decoded | nil, err
+function Res:json()
+  check.self(self, Res, "res:json", "response")
+  local b, err = self:body()
+  if not b then return nil, err end
+  local v, jerr = require("orrery.json").decode(b)
+  if v == nil and jerr then return nil, "bad_response: invalid JSON: " .. jerr end
+  return v
+end
+
+--- res:header_values(name) -> { value, ... } in the order received
+function Res:header_values(name)
+  check.self(self, Res, "res:header_values", "response")
+  local l, out = name:lower(), {}
+  local list = self._list
+  for i = 1, #list, 2 do
+    if list[i] == l then out[#out + 1] = list[i + 1] end
+  end
+  return out
+end
+
+--- res:close(): gives up the rest of a streamed body (the connection is
+-- closed unless the body had been read to its end).
+function Res:close()
+  check.self(self, Res, "res:close", "response")
+  local st = self._st
+  if not st.finished then finish(st, self._conn, false) end
+  st.ended_err = st.ended_err or "closed: response closed"
+end
+
+Res.__index = Res
+Res.__tostring = function(r) return ("http response %d"):format(r.status) end
+
+-- -- One exchange --
+
+-- exchange(st, conn) -> res | nil, err: writes the request on conn and
+-- reads the head of its final response (and, unless streaming, its body).
+local function exchange(st, conn)
+  local o = st.o
+  hstart(conn.r, st.method == "HEAD" and 1 or 0)
+  st.finished, st.no_reuse, st.ended_err = false, false, false
+  local head = build_head(st.cl, st)
+  local ok, err
+  local kind = st.body_kind
+  local waiting_continue = st.expect and kind ~= "none"
+  if kind == "string" and not waiting_continue and #st.body <= 65536 then
+    ok, err = write(st, conn, head .. st.body)
+  else
+    ok, err = write(st, conn, head)
+    if ok and kind ~= "none" and not waiting_continue then ok, err = send_body(st, conn) end
+  end
+  if not ok then return nil, err end
+  local ev
+  local tmo = o.head_timeout
+  while true do
+    if waiting_continue then
+      ev, err = next_event(st, conn, "response head", o.continue_timeout or tmo)
+      if not ev and err:match("^timeout: ") then
+        -- No 100 Continue in time: the body goes anyway (RFC 9110 10.1.1).
+        waiting_continue = false
+        ok, err = send_body(st, conn)
+        if not ok then return nil, err end
+        ev, err = next_event(st, conn, "response head", tmo)
+      end
+    else
+      ev, err = next_event(st, conn, "response head", tmo)
+    end
+    if ev ~= EV_CONTINUE then break end
+    if waiting_continue then
+      waiting_continue = false
+      ok, err = send_body(st, conn)
+      if not ok then return nil, err end
+    end
+  end
+  if ev == EV_ERROR then return nil, parse_err(conn.r) end
+  if ev ~= EV_HEAD then return nil, err end
+  if waiting_continue then st.no_reuse = true end -- a final answer before the body
+  local r = conn.r
+  local h, list = fields(r, 0, r.nhead)
+  conn.server_keep = keep_alive_timeout(h)
+  local res = setmetatable({ status = r.status, headers = h, _list = list, _st = st,
+    _conn = conn, _buffered = false, url = st.url, version = "1." .. r.minor }, Res)
+  if not st.stream then
+    local b
+    b, err = read_all(res, o.max_body_size)
+    if not b then return nil, err end
+    res._buffered, res._whole = b, b
+  end
+  return res
+end
+
+local function retryable(st, reused, err)
+  if not reused or st.retried then return false end
+  local code = err:match("^(%a+)")
+  if code ~= "closed" and code ~= "reset" then return false end
+  if not st.wrote then return true end
+  return st.idempotent and not st.got and st.body_kind ~= "chunked"
+end
+
+-- do_request(cl, st) -> res | nil, err: one request with the retry rule
+-- and redirects.
+local function do_request(cl, st)
+  local redirects = 0
+  while true do
+    local p = pool_of(cl, st.scheme, st.host, st.port)
+    local res, err
+    local fresh = false
+    st.retried = false
+    while true do
+      local conn, reused = acquire(cl, p, st, fresh)
+      if not conn then return nil, reused end -- reused: the error
+      st.wrote, st.got = false, false
+      res, err = exchange(st, conn)
+      if res then break end
+      if not st.finished then
+        st.finished = true
+        discard(cl, conn)
+      end
+      if not retryable(st, reused, err) then return nil, err end
+      st.retried, fresh = true, true
+    end
+    local loc = res.headers.location
+    local s = res.status
+    if redirects >= (st.o.follow or 0) or not loc
+        or not (s == 301 or s == 302 or s == 303 or s == 307 or s == 308) then
+      res.redirects = redirects
+      return res
+    end
+    if st.stream then res:close() end
+    local url = resolve_location(st.url, loc)
+    local scheme, host, port, target = parse_url(url)
+    if not scheme then return nil, "bad_response: bad Location: " .. host end
+    if st.scheme == "https" and scheme == "http" then
+      return nil, "bad_response: redirect from https to http refused"
+    end
+    if s == 303 or ((s == 301 or s == 302) and st.method == "POST") then
+      if st.method ~= "HEAD" then st.method = "GET" end
+      st.body_kind, st.body, st.source = "none", nil, nil
+    elseif st.body_kind == "chunked" then
+      res.redirects = redirects
+      return res -- a streamed body cannot be sent again
+    end
+    if host ~= st.host or port ~= st.port or scheme ~= st.scheme then
+      -- Credentials go to the origin they were meant for only.
+      local h = {}
+      for k, v in pairs(st.headers or {}) do
+        local l = k:lower()
+        if l ~= "authorization" and l ~= "cookie" and l ~= "host" then h[k] = v end
+      end
+      st.headers = h
+    end
+    st.url, st.scheme, st.host, st.port, st.target = url, scheme, host, port, target
+    st.idempotent = IDEMPOTENT[st.method] or st.idempotent
+    redirects = redirects + 1
+  end
+end
+
+-- -- Clients --
+
+local Client = {}
+Client.__index = Client
+M.Client = Client
+
+local function body_of(fname, body, lv)
+  local t = type(body)
+  if body == nil then return "none" end
+  if t == "string" then return "string", body end
+  if t == "table" then return "string", require("orrery.json").encode(body), true end
+  if check.callable(body) then return "chunked", nil, false, body end
+  error(("%s: bad option 'body' (string, table or function expected, got %s)"):format(fname, t), lv)
+end
+
+-- request(cl, fname, opts, lv): lv is the error level of the user's line
+-- for an error raised here.
+local function request(cl, fname, opts, lv)
+  if type(opts) ~= "table" then
+    error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
+  end
+  local o = check_opts(fname, opts, REQUEST_OPTS, cl.o, lv + 1)
+  local url = rawget(o, "url")
+  if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
+  local method = rawget(o, "method") or "GET"
+  if type(method) ~= "string" or not method:match("^[%u%d!#$%%&'*+.^_`|~-]+$") then
+    error(fname .. ": bad option 'method'", lv)
+  end
+  local scheme, host, port, target = parse_url(url)
+  if not scheme then error(("%s: bad url %q (%s)"):format(fname, url, host), lv) end
+  if co_slot() == 0 then error(fname .. ": not inside a coroutine", lv) end
+  local kind, body, is_json, source = body_of(fname, rawget(o, "body"), lv + 1)
+  local headers = rawget(o, "headers")
+  check_headers(fname, headers, lv + 1)
+  check_headers(fname, o.headers ~= headers and o.headers or nil, lv + 1)
+  local idem = IDEMPOTENT[method] or false
+  if headers then
+    for k in pairs(headers) do
+      if type(k) == "string" and k:lower() == "idempotency-key" then idem = true end
+    end
+  end
+  local xctx = rawget(o, "ctx") or false
+  local ctx = xctx or sched.current_ctx()
+  local t = o.timeout
+  local st = { cl = cl, o = o, method = method, url = url, scheme = scheme, host = host,
+    port = port, target = target, headers = headers, body_kind = kind, body = body,
+    json = is_json, source = source, idempotent = idem, stream = rawget(o, "stream") or false,
+    expect = rawget(o, "expect_continue") or false, ctx = ctx, bind = xctx,
+    deadline = t and (now() + t) or false, wrote = false, got = false, finished = false }
+  local err = ctx.e
+  if err then return nil, err == "timeout" and "timeout" or "canceled" end
+  return under(st, do_request, cl, st)
+end
+
+--- c:request{ method=, url=, headers=, body=, ... } -> res | nil, err
+-- The public functions do not tail-call: a tail call would drop their
+-- frame, and misuse errors would name a line above the caller's.
+function Client:request(opts)
+  check.self(self, Client, "client:request", "client")
+  local res, err = request(self, "orrery.http.request", opts, 3)
+  return res, err
+end
+
+local function shorthand(cl, fname, method, url, body, opts)
+  if type(url) ~= "string" then
+    error(("%s: bad argument #1 (url expected, got %s)"):format(fname, type(url)), 3)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: bad options (table expected, got %s)"):format(fname, type(opts)), 3)
+  end
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.method, o.url = method, url
+  if body ~= nil then o.body = body end
+  local res, err = request(cl, fname, o, 4)
+  return res, err
+end
+
+function Client:get(url, opts)
+  check.self(self, Client, "client:get", "client")
+  local res, err = shorthand(self, "orrery.http.get", "GET", url, nil, opts)
+  return res, err
+end
+
+function Client:post(url, body, opts)
+  check.self(self, Client, "client:post", "client")
+  local res, err = shorthand(self, "orrery.http.post", "POST", url, body, opts)
+  return res, err
+end
+
+--- c:stats() -> { [origin] = { active, idle, waiting, created, reused,
+-- evicted, waits, wait_time } }
+function Client:stats()
+  check.self(self, Client, "client:stats", "client")
+  return pool.stats(self)
+end
+
+--- c:close_idle(): closes every idle connection.
+function Client:close_idle()
+  check.self(self, Client, "client:close_idle", "client")
+  pool.close_idle(self)
+end
+
+function Client:__tostring()
+  return "http client"
+end
+
+--- http.client{ ... } -> client with its own pool and defaults
+function M.client(opts)
+  local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, M.defaults, 3)
+  local c = setmetatable({ o = o, pools = {}, nidle = 0, swept = 0 }, Client)
+  return c
+end
+
+local default
+local function default_client()
+  default = default or M.client()
+  return default
+end
+M.default_client = default_client
+
+function M.request(opts)
+  local res, err = request(default_client(), "orrery.http.request", opts, 3)
+  return res, err
+end
+function M.get(url, opts)
+  local res, err = shorthand(default_client(), "orrery.http.get", "GET", url, nil, opts)
+  return res, err
+end
+function M.post(url, body, opts)
+  local res, err = shorthand(default_client(), "orrery.http.post", "POST", url, body, opts)
+  return res, err
+end
+
+M.Res = Res
+M.transports = transport.transports
+
+--- http.err_code(err) -> the stable code of an error ("timeout", ...)
+function M.err_code(err)
+  return type(err) == "string" and err:match("^([%a_]+)") or nil
+end
+
+return M
