@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* http_client.c -- strict HTTP/1.1 response parsing for the client. */
+/* http_client.c -- strict HTTP/1.1 response parsing for the client.
+ *
+ * Plain C over llhttp, without LuaJIT or libuv, so that the fuzz target
+ * (host/fuzz_http_client.c) drives it alone; the Lua side reaches it
+ * through the FFI (ffi_cdef.h), its glue is http_client_lua.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include <llhttp.h>
 
-#include "net.h"
+#include "ffi_cdef.h"
 
 /* llhttp parses the response in its strict mode, in the same build as the
  * server's request parser (LLHTTP_STRICT_MODE). This file owns the
@@ -66,6 +70,7 @@ static int ieq(const char *a, size_t n, const char *lit) {
 /* Appends field bytes; the buffer is bounded by twice the head limit
  * (a head, then a trailer block of the same bound). */
 static int put(hc_t *hc, const char *at, size_t len) {
+  if (len == 0) return 0; /* fbuf may still be NULL */
   if (hc->flen + len > 2 * (size_t)hc->max_head)
     return fail(hc, "response fields too large", 1);
   if (hc->flen + len > hc->fcap) {
@@ -117,6 +122,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 static int on_header_field_complete(llhttp_t *p) {
   hc_t *hc = hc_of(p);
   uint32_t *s = hc->sp + 4 * (hc->pub.nfields - 1);
+  if (s[1] == 0) return fail(hc, "empty field name", 0);
   const char *n = hc->fbuf + s[0];
   /* Whitespace between the name and the colon (RFC 9112 section 5.1) is
    * refused as the server refuses it: llhttp 8 lets it through. The byte
@@ -340,27 +346,4 @@ int orrery_ffi_hresp_eof(orrery_hresp *r) {
   if ((e == HPE_OK || e == HPE_PAUSED) && hc->state == S_DONE)
     return ORRERY_HRESP_DONE;
   return to_error(hc, "connection closed in the response body", 0);
-}
-
-/* -- Lua glue (orrery.http.client.core) -- */
-
-/* idle(conn, on): a pooled connection that waits for its next request
- * does not keep the loop alive, so that a script which made a request
- * ends when its work does, not when the server closes the connection. */
-static int l_idle(lua_State *L) {
-  net_conn_t *c = net_check(L, 1);
-  if (c && !c->closing) {
-    if (lua_toboolean(L, 2))
-      uv_unref(&c->u.h);
-    else
-      uv_ref(&c->u.h);
-  }
-  return 0;
-}
-
-int luaopen_orrery_http_client_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"idle", l_idle}, {NULL, NULL}};
-  lua_newtable(L);
-  luaL_register(L, NULL, fns);
-  return 1;
 }

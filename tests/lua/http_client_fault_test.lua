@@ -35,6 +35,8 @@ local function fault(handler)
           local cl = tonumber(head:match("\r\n[Cc]ontent%-[Ll]ength: *(%d+)"))
           if head:find("\r\n[Ee]xpect: 100%-continue") then
             -- the handler decides whether to say 100
+          elseif cl and cl > 1048576 then
+            -- left unread: the handler answers on the head alone
           elseif cl and cl > 0 then
             body = c:readn(cl) or ""
           elseif head:find("\r\n[Tt]ransfer%-[Ee]ncoding: chunked") then
@@ -368,6 +370,53 @@ T.test("cancelling a streamed body read closes the connection", function()
   T.eq(out:recv(), { true, nil, "canceled" })
   srv.closed:recv()
   T.eq(c:stats()[srv.url].active, 0)
+  srv.close()
+end)
+
+T.test("connect timeout: a listener whose queue is full", function()
+  -- Nobody accepts and the backlog is tiny: once it is full the kernel
+  -- drops further SYNs, so a connect hangs until its timeout.
+  local l = assert(net.listen { host = "127.0.0.1", port = 0, backlog = 1 })
+  local held = {}
+  for _ = 1, 64 do
+    local c = net.connect("127.0.0.1", l.port, { timeout = 0.1 })
+    if not c then break end
+    held[#held + 1] = c
+  end
+  local c = http.client()
+  T.eq({ c:get("http://127.0.0.1:" .. l.port .. "/", { connect_timeout = 0.05 }) },
+    { nil, "timeout: connect" })
+  T.eq(c:stats()["http://127.0.0.1:" .. l.port].active, 0)
+  for _, h in ipairs(held) do h:close() end
+  l:close()
+end)
+
+T.test("write timeout: a server that never reads a large body", function()
+  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
+  local accepted = orrery.chan(1)
+  orrery.go(function() accepted:send(l:accept()) end)
+  local c = http.client()
+  local out, id = T.spawn(function()
+    return c:post("http://127.0.0.1:" .. l.port .. "/", ("x"):rep(32 * 1048576), { write_timeout = 0.05 })
+  end)
+  local s = accepted:recv() -- accepted, never read
+  T.eq(out:recv(), { true, nil, "timeout: write" })
+  s:close()
+  l:close()
+end)
+
+T.test("an early answer while the body is still being sent is the result", function()
+  local srv = fault(function(c)
+    -- Answers on the head alone and closes with the body unread (which
+    -- resets the connection): the client's write fails, the 413 stands.
+    c:write("HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big!")
+    return false
+  end)
+  local c = http.client()
+  local res, err = c:post(srv.url .. "/", ("x"):rep(32 * 1048576))
+  T.ok(res, err)
+  T.eq({ res.status, res:body() }, { 413, "too big!" })
+  T.eq(c:stats()[srv.url].idle, 0)
   srv.close()
 end)
 

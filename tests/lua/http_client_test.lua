@@ -331,3 +331,23 @@ T.test("misuse raises at the caller's line", function()
   local c = http.client()
   T.raises(function() c.get("http://x/") end, "bad self")
 end)
+
+-- The keep-alive request path compiles: no trace aborts in the client's
+-- modules (the server's own path is checked by http_fastpath_test).
+T.test("keep-alive GETs stay JIT-compiled in the client", function()
+  if not jit.status() then T.skip("the JIT is off") end
+  local srv, base = start()
+  local c = http.client()
+  for _ = 1, 300 do assert(c:get(base .. "/")) end
+  collectgarbage()
+  collectgarbage() -- pending finalizers would run during a recording
+  local aborts = T.traced(function()
+    for _ = 1, 2000 do assert(c:get(base .. "/")) end
+  end, "orrery/http/")
+  local mine = {}
+  for _, a in ipairs(aborts) do
+    if not a:find("server%.lua") and not a:find("router%.lua") then mine[#mine + 1] = a end
+  end
+  T.eq(mine, {})
+  srv:close()
+end)

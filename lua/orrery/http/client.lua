@@ -177,16 +177,19 @@ end
 local function build_head(cl, st)
   local o, method = st.o, st.method
   local out = { method, " ", st.target, " HTTP/1.1\r\n" }
+  -- No closure here: creating one is not compiled (NYI FNEW), and this
+  -- runs for every request.
   local have = {}
-  local function note(h)
-    if h then for k in pairs(h) do have[k:lower()] = true end end
-  end
   local defaults, hdrs = o.headers, st.headers
-  note(hdrs)
+  if hdrs then
+    for k in pairs(hdrs) do have[k:lower()] = true end
+  end
   if defaults then
     local d = {}
-    for k, v in pairs(defaults) do if not have[k:lower()] then d[k] = v end end
-    note(d)
+    for k, v in pairs(defaults) do
+      local l = k:lower()
+      if not have[l] then d[k] = v; have[l] = true end
+    end
     header_lines(out, d)
   end
   if hdrs then header_lines(out, hdrs) end
@@ -467,6 +470,23 @@ Res.__tostring = function(r) return ("http response %d"):format(r.status) end
 
 -- -- One exchange --
 
+-- A write that failed because the server stopped reading: it may have
+-- answered first (a 413 for a body too large, a 401); that answer is then
+-- the result, on a connection that is not reused. Returns the event of
+-- the final head, or nil to report the write error.
+local function early_answer(st, conn, werr)
+  local code = werr:match("^(%a+)")
+  if code ~= "closed" and code ~= "reset" then return nil end
+  for _ = 1, 2 do -- a 100 Continue may come first
+    local ev = next_event(st, conn, "response head", 0)
+    if ev == EV_HEAD then
+      st.no_reuse = true
+      return ev
+    end
+    if ev ~= EV_CONTINUE then return nil end
+  end
+end
+
 -- exchange(st, conn) -> res | nil, err: writes the request on conn and
 -- reads the head of its final response (and, unless streaming, its body).
 local function exchange(st, conn)
@@ -483,27 +503,40 @@ local function exchange(st, conn)
     ok, err = write(st, conn, head)
     if ok and kind ~= "none" and not waiting_continue then ok, err = send_body(st, conn) end
   end
-  if not ok then return nil, err end
   local ev
-  local tmo = o.head_timeout
-  while true do
-    if waiting_continue then
-      ev, err = next_event(st, conn, "response head", o.continue_timeout or tmo)
-      if not ev and err:match("^timeout: ") then
-        -- No 100 Continue in time: the body goes anyway (RFC 9110 10.1.1).
-        waiting_continue = false
-        ok, err = send_body(st, conn)
-        if not ok then return nil, err end
+  if not ok then
+    ev = early_answer(st, conn, err)
+    if not ev then return nil, err end
+    waiting_continue = false
+  else
+    local tmo = o.head_timeout
+    while true do
+      if waiting_continue then
+        ev, err = next_event(st, conn, "response head", o.continue_timeout or tmo)
+        if not ev and err:match("^timeout: ") then
+          -- No 100 Continue in time: the body goes anyway (RFC 9110 10.1.1).
+          waiting_continue = false
+          ok, err = send_body(st, conn)
+          if not ok then
+            ev = early_answer(st, conn, err)
+            if not ev then return nil, err end
+            break
+          end
+          ev, err = next_event(st, conn, "response head", tmo)
+        end
+      else
         ev, err = next_event(st, conn, "response head", tmo)
       end
-    else
-      ev, err = next_event(st, conn, "response head", tmo)
-    end
-    if ev ~= EV_CONTINUE then break end
-    if waiting_continue then
-      waiting_continue = false
-      ok, err = send_body(st, conn)
-      if not ok then return nil, err end
+      if ev ~= EV_CONTINUE then break end
+      if waiting_continue then
+        waiting_continue = false
+        ok, err = send_body(st, conn)
+        if not ok then
+          ev = early_answer(st, conn, err)
+          if not ev then return nil, err end
+          break
+        end
+      end
     end
   end
   if ev == EV_ERROR then return nil, parse_err(conn.r) end
@@ -623,7 +656,6 @@ local function request(cl, fname, opts, lv)
   local kind, body, is_json, source = body_of(fname, rawget(o, "body"), lv + 1)
   local headers = rawget(o, "headers")
   check_headers(fname, headers, lv + 1)
-  check_headers(fname, o.headers ~= headers and o.headers or nil, lv + 1)
   local idem = IDEMPOTENT[method] or false
   if headers then
     for k in pairs(headers) do
@@ -699,6 +731,7 @@ end
 --- http.client{ ... } -> client with its own pool and defaults
 function M.client(opts)
   local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, M.defaults, 3)
+  check_headers("orrery.http.client", rawget(o, "headers"), 3)
   local c = setmetatable({ o = o, pools = {}, nidle = 0, swept = 0 }, Client)
   return c
 end

@@ -133,9 +133,6 @@ local function discard(cl, conn)
   free_slot(conn.pool)
 end
 
-local Conn = {}
-Conn.__index = Conn
-
 local function dial(cl, p, st)
   local o = st.o
   local t0 = now()
@@ -160,8 +157,9 @@ local function dial(cl, p, st)
   local r = C.orrery_ffi_hresp_new(cl.o.max_head_bytes, cl.o.max_fields)
   if r == nil then t:close(); return nil, "closed: out of memory" end
   ffi_gc(r, C.orrery_ffi_hresp_free)
-  return setmetatable({ t = t, pool = p, r = r, buf = false, off = 0, uses = 0,
-    closed = false, since = 0, expires = 0, server_keep = false }, Conn)
+  -- buf, off: the data last read and how far it was parsed.
+  return { t = t, pool = p, r = r, buf = false, off = 0, uses = 0,
+    closed = false, since = 0, expires = 0, server_keep = false }
 end
 
 -- acquire(cl, p, st, fresh) -> conn, reused | nil, err. Idle connections
