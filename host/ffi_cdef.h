@@ -114,7 +114,7 @@ typedef struct orrery_hresp {
   const uint32_t *spans;
   const char *reason;     /* ORRERY_HRESP_ERROR: why, a static string */
   uint64_t body_bytes;    /* decoded body bytes so far */
-  int64_t content_length; /* -1 when absent */
+  int64_t content_length; /* of the body: 0 for none, -1 chunked or to close */
   uint32_t nfields;       /* header fields, then trailer fields */
   uint32_t nhead;         /* how many of them are header fields */
   uint32_t pos;           /* the first byte of the data last fed not parsed */

@@ -204,8 +204,14 @@ static int on_headers_complete(llhttp_t *p) {
   r->minor = (uint8_t)p->http_minor;
   r->nhead = r->nfields;
   r->chunked = !no_body && (p->flags & F_CHUNKED) ? 1 : 0;
-  r->content_length =
-      !no_body && hc->cl_count && !r->chunked ? (int64_t)p->content_length : -1;
+  /* The length of the body that follows: 0 when there is none whatever
+   * the fields say, -1 when it is chunked or runs to the close. */
+  if (no_body)
+    r->content_length = 0;
+  else if (hc->cl_count && !r->chunked)
+    r->content_length = (int64_t)p->content_length;
+  else
+    r->content_length = -1;
   r->keep_alive = (uint8_t)llhttp_should_keep_alive(p);
   hc->state = S_BODY;
   hc->ev = ORRERY_HRESP_HEAD;

@@ -17,8 +17,19 @@ static int l_idle(lua_State *L) {
   return 0;
 }
 
+/* alive(conn) -> false once the peer has ended the connection (EOF or an
+ * error was read) or it is closing: a pooled connection the server closed
+ * while it was idle is dropped before a request is written on it, rather
+ * than found dead after (when a POST could not be retried). */
+static int l_alive(lua_State *L) {
+  net_conn_t *c = net_check(L, 1);
+  lua_pushboolean(L, c && !c->closing && !c->rerr && !c->werr);
+  return 1;
+}
+
 int luaopen_orrery_http_client_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"idle", l_idle}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"idle", l_idle}, {"alive", l_alive}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;

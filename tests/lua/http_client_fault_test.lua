@@ -506,6 +506,28 @@ T.test("retry rule: a streamed (function) body is not sent twice", function()
   srv.close()
 end)
 
+T.test("a connection the server closed while idle is dropped before use", function()
+  local srv = fault(function(c)
+    c:write(OK)
+    return false -- keep-alive promised, closed anyway
+  end)
+  local c = http.client()
+  T.eq(assert(c:post(srv.url .. "/", "charge")):body(), "ok")
+  srv.closed:recv()
+  -- Wait until the client's side has read the end (an event, bounded).
+  local pooled = c.pools[srv.url].idle[1]
+  for _ = 1, 1000 do
+    if not pooled.t:alive() then break end
+    orrery.sleep(0)
+  end
+  T.eq(pooled.t:alive(), false)
+  -- The POST goes out on a fresh connection instead of failing.
+  T.eq(assert(c:post(srv.url .. "/", "charge")):body(), "ok")
+  local st = c:stats()[srv.url]
+  T.eq({ srv.requests, st.created, st.reused, st.evicted }, { 2, 2, 0, 1 })
+  srv.close()
+end)
+
 T.test("a fresh connection that dies is not retried", function()
   local srv = fault(function() return false end)
   local res, err = get(srv)
@@ -523,7 +545,24 @@ T.test("Keep-Alive: timeout= from the server shortens the idle time", function()
   T.eq(assert(c:get(srv.url .. "/")):body(), "ok")
   T.eq(assert(c:get(srv.url .. "/")):body(), "ok")
   local st = c:stats()[srv.url]
-  T.eq({ st.created, st.reused, st.evicted }, { 2, 0, 1 })
+  T.eq({ st.created, st.reused, st.evicted, st.idle }, { 2, 0, 2, 0 })
+  srv.close()
+end)
+
+T.test("a body function that raises: the error reaches the caller, the connection goes", function()
+  local srv = fault(canned(OK))
+  local c = http.client()
+  T.raises(function()
+    c:request { method = "POST", url = srv.url .. "/", body = function() error("source broke") end }
+  end, "source broke")
+  T.eq(c:stats()[srv.url].active, 0)
+  local i = 0
+  T.eq({ c:request { method = "POST", url = srv.url .. "/", body = function()
+    i = i + 1
+    if i == 1 then return "part" end
+    return nil, "disk gone"
+  end } }, { nil, "canceled: body source failed: disk gone" })
+  T.eq(c:stats()[srv.url].active, 0)
   srv.close()
 end)
 

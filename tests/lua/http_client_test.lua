@@ -139,6 +139,11 @@ T.test("HEAD has no body and leaves the connection reusable; 204 too", function(
   T.eq(assert(c:get(base .. "/")):body(), "hello")
   local st = c:stats()["http://127.0.0.1:" .. srv.port]
   T.eq({ st.created, st.reused }, { 1, 2 })
+  -- Streamed, a response without a body frees its connection at once.
+  res = assert(c:request { method = "HEAD", url = base .. "/big", stream = true })
+  T.eq(c:stats()["http://127.0.0.1:" .. srv.port].active, 0)
+  T.eq({ res:read() }, {})
+  T.eq(res:body(), "")
   srv:close()
 end)
 
@@ -317,6 +322,8 @@ T.test("misuse raises at the caller's line", function()
   T.raises(function() http.get(42) end, "orrery.http.get: bad argument #1")
   T.raises(function() http.get("ftp://x/") end, "unsupported scheme ftp")
   T.raises(function() http.get("http:///") end, "no host")
+  T.raises(function() http.get("http://a\r\nb/") end, "bad host")
+  T.raises(function() http.get("http://a b/") end, "bad host")
   T.raises(function() http.request { url = "http://x/", colour = 1 } end, "unknown option 'colour'")
   T.raises(function() http.request { url = "http://x/", timeout = -1 } end, "option timeout must be seconds")
   T.raises(function() http.request { url = "http://x/", body = 42 } end, "bad option 'body'")

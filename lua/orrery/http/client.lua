@@ -63,12 +63,22 @@ for k in pairs(M.defaults) do
   end
 end
 
+local DEFAULTS_MT = { __index = M.defaults }
+
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true, TRACE = true }
 
 -- -- Options --
 
-local function check_opts(fname, opts, allowed, base, lv)
-  local o = setmetatable({}, { __index = base })
+local SECONDS = { timeout = true, connect_timeout = true, head_timeout = true,
+  read_timeout = true, write_timeout = true, continue_timeout = true, idle_timeout = true }
+local COUNTS = { max_conns_per_host = true, max_idle_per_host = true, max_idle = true,
+  max_head_bytes = true, max_fields = true, max_body_size = true, follow = true }
+
+-- check_opts(fname, opts, allowed, mt, lv) -> opts copied into a table
+-- whose metatable mt supplies the defaults; raises at level lv for an
+-- unknown option or a bad value. Only the options given are looked at.
+local function check_opts(fname, opts, allowed, mt, lv)
+  local o = setmetatable({}, mt)
   if opts == nil then return o end
   if type(opts) ~= "table" then
     error(("%s: bad argument (options table expected, got %s)"):format(fname, type(opts)), lv)
@@ -77,29 +87,24 @@ local function check_opts(fname, opts, allowed, base, lv)
     if not allowed[k] then
       error(("%s: unknown option '%s'"):format(fname, tostring(k)), lv)
     end
+    if SECONDS[k] then
+      if v ~= false and (type(v) ~= "number" or v ~= v or v < 0) then
+        error(("%s: option %s must be seconds or false"):format(fname, k), lv)
+      end
+    elseif COUNTS[k] then
+      if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then
+        error(("%s: option %s must be a non-negative integer"):format(fname, k), lv)
+      end
+    elseif k == "headers" then
+      if v ~= false and type(v) ~= "table" then
+        error(("%s: option headers must be a table"):format(fname), lv)
+      end
+    elseif k == "ctx" then
+      if not context.is_ctx(v) then
+        error(("%s: option ctx must be a context"):format(fname), lv)
+      end
+    end
     o[k] = v
-  end
-  for _, k in ipairs { "timeout", "connect_timeout", "head_timeout", "read_timeout",
-    "write_timeout", "continue_timeout", "idle_timeout" } do
-    local v = rawget(o, k)
-    if v ~= nil and v ~= false and (type(v) ~= "number" or v ~= v or v < 0) then
-      error(("%s: option %s must be seconds or false"):format(fname, k), lv)
-    end
-  end
-  for _, k in ipairs { "max_conns_per_host", "max_idle_per_host", "max_idle", "max_head_bytes",
-    "max_fields", "max_body_size", "follow" } do
-    local v = rawget(o, k)
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
-      error(("%s: option %s must be a non-negative integer"):format(fname, k), lv)
-    end
-  end
-  local h = rawget(o, "headers")
-  if h ~= nil and h ~= false and type(h) ~= "table" then
-    error(("%s: option headers must be a table"):format(fname), lv)
-  end
-  local c = rawget(o, "ctx")
-  if c ~= nil and not context.is_ctx(c) then
-    error(("%s: option ctx must be a context"):format(fname), lv)
   end
   return o
 end
@@ -117,6 +122,7 @@ local function parse_url(url)
   local host, port = auth:match("^%[([%x:.]+)%]:?(%d*)$")
   if not host then host, port = auth:match("^([^:]+):?(%d*)$") end
   if not host or host == "" then return nil, "no host" end
+  if not host:match("^[%w.:_~%%-]+$") then return nil, "bad host" end
   port = port ~= "" and tonumber(port) or (scheme == "https" and 443 or 80)
   if port < 1 or port > 65535 then return nil, "bad port" end
   target = target:gsub("#.*$", "")
@@ -547,7 +553,10 @@ local function exchange(st, conn)
   conn.server_keep = keep_alive_timeout(h)
   local res = setmetatable({ status = r.status, headers = h, _list = list, _st = st,
     _conn = conn, _buffered = false, url = st.url, version = "1." .. r.minor }, Res)
-  if not st.stream then
+  -- A stream without a body (HEAD, 204, 304, Content-Length: 0) is read
+  -- to its end at once, so that its connection does not wait for a
+  -- res:read() that nobody has a reason to call.
+  if not st.stream or r.content_length == 0 then
     local b
     b, err = read_all(res, o.max_body_size)
     if not b then return nil, err end
@@ -577,7 +586,15 @@ local function do_request(cl, st)
       local conn, reused = acquire(cl, p, st, fresh)
       if not conn then return nil, reused end -- reused: the error
       st.wrote, st.got = false, false
-      res, err = exchange(st, conn)
+      local ok
+      ok, res, err = pcall(exchange, st, conn)
+      if not ok then -- a body function raised: the connection goes too
+        if not st.finished then
+          st.finished = true
+          discard(cl, conn)
+        end
+        error(res, 0)
+      end
       if res then break end
       if not st.finished then
         st.finished = true
@@ -643,7 +660,7 @@ local function request(cl, fname, opts, lv)
   if type(opts) ~= "table" then
     error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
   end
-  local o = check_opts(fname, opts, REQUEST_OPTS, cl.o, lv + 1)
+  local o = check_opts(fname, opts, REQUEST_OPTS, cl.omt, lv + 1)
   local url = rawget(o, "url")
   if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
   local method = rawget(o, "method") or "GET"
@@ -730,9 +747,9 @@ end
 
 --- http.client{ ... } -> client with its own pool and defaults
 function M.client(opts)
-  local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, M.defaults, 3)
+  local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, DEFAULTS_MT, 3)
   check_headers("orrery.http.client", rawget(o, "headers"), 3)
-  local c = setmetatable({ o = o, pools = {}, nidle = 0, swept = 0 }, Client)
+  local c = setmetatable({ o = o, omt = { __index = o }, pools = {}, nidle = 0, swept = 0 }, Client)
   return c
 end
 

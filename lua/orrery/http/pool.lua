@@ -118,8 +118,20 @@ local function checkin(cl, conn)
     end
     if op then evict_idle(cl, op, oi) end
   end
+  -- Let go before the server does: a second before its Keep-Alive
+  -- timeout (half of it when that is a second or less), so that a request
+  -- does not race the server's close.
   local keep = cl.o.idle_timeout or 0
-  if conn.server_keep and conn.server_keep < keep then keep = conn.server_keep end
+  local sk = conn.server_keep
+  if sk then
+    sk = sk > 1 and sk - 1 or sk / 2
+    if sk < keep then keep = sk end
+  end
+  if keep <= 0 then
+    p.evicted = p.evicted + 1
+    conn_close(cl, conn)
+    return
+  end
   conn.since, conn.expires = t, t + keep
   conn.t:idle(true)
   p.nidle = p.nidle + 1
@@ -173,7 +185,9 @@ local function acquire(cl, p, st, fresh)
       p.idle[p.nidle] = nil
       p.nidle = p.nidle - 1
       cl.nidle = cl.nidle - 1
-      if conn.expires <= t or conn.t:buffered() > 0 then
+      -- Past its time, closed by the server while idle, or with bytes
+      -- nobody asked for: not reused.
+      if conn.expires <= t or conn.t:buffered() > 0 or not conn.t:alive() then
         p.evicted = p.evicted + 1
         conn_close(cl, conn)
       else

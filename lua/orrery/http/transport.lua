@@ -20,7 +20,8 @@ local M = {}
 -- transports[scheme](host, ip, port, timeout) -> t | nil, err. idle(on)
 -- marks a pooled connection waiting for its next request, which must not
 -- keep the process alive; buffered() is the number of bytes read and not
--- consumed. Errors are net's codes ("eof", "reset", "timeout", ...).
+-- consumed; alive() is false once the peer ended the connection. Errors
+-- are net's codes ("eof", "reset", "timeout", ...).
 local transports = {}
 M.transports = transports
 
@@ -31,6 +32,7 @@ function Plain:write(data, timeout) return self.c:write(data, timeout) end
 function Plain:close() self.c:close() end
 function Plain:idle(on) ccore.idle(self.c.c, on) end
 function Plain:buffered() return self.c:buffered() end
+function Plain:alive() return ccore.alive(self.c.c) end
 
 function transports.http(host, ip, port, timeout)
   local c, err = net.connect(ip, port, { timeout = timeout })
