@@ -420,6 +420,21 @@ T.test("an early answer while the body is still being sent is the result", funct
   srv.close()
 end)
 
+T.test("a server that closes on an unread body resets the connection", function()
+  -- The body is far larger than what the server side reads ahead, so
+  -- its close finds bytes unread and the kernel answers with a reset;
+  -- the client's write fails with it (or with a broken pipe, "closed",
+  -- when the reset had arrived before), and nothing was answered.
+  local srv = fault(function() return false end)
+  local c = http.client()
+  local res, err = c:post(srv.url .. "/", ("x"):rep(32 * 1048576))
+  T.eq(res, nil)
+  local code = http.err_code(err)
+  T.ok(code == "reset" or code == "closed", err)
+  T.eq({ srv.requests, c:stats()[srv.url].active }, { 1, 0 })
+  srv.close()
+end)
+
 -- -- The retry rule --
 
 -- The server answers the first request of each connection and, on the
