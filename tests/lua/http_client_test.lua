@@ -248,6 +248,29 @@ T.test("the pool: MRU first, idle limit per host, FIFO wait for a slot", functio
   srv:close()
 end)
 
+T.test("requests waiting for a slot are served in the order they came", function()
+  local srv, base = start()
+  local key = "http://127.0.0.1:" .. srv.port
+  local c = http.client { max_conns_per_host = 1 }
+  local hold = assert(c:get(base .. "/big", { stream = true }))
+  local order, done = {}, orrery.chan(3)
+  for i = 1, 3 do
+    local id = orrery.go(function()
+      assert(c:get(base .. "/"))
+      order[#order + 1] = i
+      done:send(true)
+    end)
+    T.settle({ id }) -- queued before the next one starts
+  end
+  T.eq(c:stats()[key].waiting, 3)
+  T.ok(#assert(hold:body()) > 0)
+  for _ = 1, 3 do done:recv() end
+  T.eq(order, { 1, 2, 3 })
+  local st = c:stats()[key]
+  T.eq({ st.created, st.reused, st.waits, st.waiting }, { 1, 3, 3, 0 })
+  srv:close()
+end)
+
 T.test("the pool hands out the most recently used connection first", function()
   local srv, base = start()
   local c = http.client()
