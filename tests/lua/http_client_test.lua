@@ -197,6 +197,39 @@ T.test("redirects are followed only when asked, relative ones resolved", functio
   srv:close()
 end)
 
+T.test("credentials stay with their origin across a redirect", function()
+  local srv, base = start()
+  local r2 = http.router()
+  r2:get("/go", function() return 302, "", { Location = base .. "/headers" } end)
+  r2:get("/headers", function(req) return 200, { auth = req.headers.authorization or false } end)
+  local other = H.start(r2)
+  local obase = "http://127.0.0.1:" .. other.port
+  local hdr = { headers = { Authorization = "Bearer secret", ["X-Test"] = "kept" }, follow = 1 }
+  local v = assert(http.get(obase .. "/go", hdr)):json()
+  T.eq({ v.auth, v.x }, { false, "kept" })
+  v = assert(http.get(obase .. "/headers", hdr)):json()
+  T.eq(v.auth, "Bearer secret")
+  other:close()
+  srv:close()
+end)
+
+T.test("a redirect from https to http is refused (https over a stand-in transport)", function()
+  -- The transport table is the seam TLS plugs into: here "https" runs
+  -- over plain TCP, which is enough to check the redirect rule.
+  local client = require "orrery.http.client"
+  local saved = client.transports.https
+  client.transports.https = client.transports.http
+  local r = http.router()
+  r:get("/down", function(req) return 302, "", { Location = "http://127.0.0.1:" .. req.headers.host:match(":(%d+)$") .. "/" } end)
+  r:get("/", function() return 200, "plain" end)
+  local srv = H.start(r)
+  local res, err = http.get("https://127.0.0.1:" .. srv.port .. "/down", { follow = 3 })
+  client.transports.https = saved
+  T.eq(res, nil)
+  T.eq(err, "bad_response: redirect from https to http refused")
+  srv:close()
+end)
+
 T.test("https is refused for now with a tls error", function()
   local res, err = http.get("https://127.0.0.1:1/")
   T.eq(res, nil)

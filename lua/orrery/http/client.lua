@@ -186,7 +186,7 @@ local function build_head(cl, st)
   -- No closure here: creating one is not compiled (NYI FNEW), and this
   -- runs for every request.
   local have = {}
-  local defaults, hdrs = o.headers, st.headers
+  local defaults, hdrs = cl.o.headers, st.headers -- the client's, the request's
   if hdrs then
     for k in pairs(hdrs) do have[k:lower()] = true end
   end
