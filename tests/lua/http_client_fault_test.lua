@@ -387,6 +387,13 @@ T.test("connect timeout: a listener whose queue is full", function()
   T.eq({ c:get("http://127.0.0.1:" .. l.port .. "/", { connect_timeout = 0.05 }) },
     { nil, "timeout: connect" })
   T.eq(c:stats()["http://127.0.0.1:" .. l.port].active, 0)
+  -- Cancelled while connecting: at once, the slot freed.
+  local ctx, cancel = orrery.context.with_cancel()
+  local out, id = T.spawn(function() return c:get("http://127.0.0.1:" .. l.port .. "/", { ctx = ctx }) end)
+  T.settle({ id })
+  cancel()
+  T.eq(out:recv(), { true, nil, "canceled" })
+  T.eq(c:stats()["http://127.0.0.1:" .. l.port].active, 0)
   for _, h in ipairs(held) do h:close() end
   l:close()
 end)

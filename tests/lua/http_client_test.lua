@@ -126,6 +126,22 @@ T.test("res:close() on a stream that was not read closes its connection", functi
   srv:close()
 end)
 
+T.test("a stream dropped without close gives its connection back when collected", function()
+  local srv, base = start()
+  local c = http.client { max_conns_per_host = 1 }
+  local key = "http://127.0.0.1:" .. srv.port
+  do
+    local res = assert(c:get(base .. "/big", { stream = true }))
+    T.ok(#assert(res:read()) > 0)
+  end
+  T.eq(c:stats()[key].active, 1)
+  collectgarbage()
+  collectgarbage()
+  T.eq(c:stats()[key].active, 0)
+  T.eq(assert(c:get(base .. "/")):body(), "hello") -- the slot is free again
+  srv:close()
+end)
+
 T.test("HEAD has no body and leaves the connection reusable; 204 too", function()
   local srv, base = start()
   local c = http.client()
@@ -389,6 +405,7 @@ T.test("misuse raises at the caller's line", function()
     "is set by the client")
   T.raises(function() http.client { max_idle = "x" } end, "orrery.http.client: option max_idle")
   T.raises(function() http.client { prot = 1 } end, "unknown option 'prot'")
+  T.raises(function() http.request { url = "http://x/", max_fields = 3 } end, "unknown option 'max_fields'")
   local err = T.raises(function() http.get(42) end, "bad argument")
   T.match(err, "http_client_test%.lua:%d+:")
   local c = http.client()
