@@ -29,7 +29,8 @@ end
 local nginx = find_nginx()
 local why
 if not nginx then
-  local rc, out = sh("timeout 600 " .. T.shquote(root .. "scripts/deps.sh") .. " nginx")
+  -- Within the per-file limit of orrery test (300 s by default).
+  local rc, out = sh("timeout 240 " .. T.shquote(root .. "scripts/deps.sh") .. " nginx")
   nginx = find_nginx()
   if not nginx then why = ("nginx is not installed and scripts/deps.sh nginx failed (status %s): %s")
     :format(tostring(rc), out:sub(-300)) end
