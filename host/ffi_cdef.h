@@ -106,6 +106,51 @@ int orrery_ffi_http_respond(orrery_http_head *h, int32_t status,
                             const char *body, size_t len, const char *ctype,
                             int32_t flags);
 
+/* HTTP client responses (host/http_client.c): llhttp in response mode,
+ * fed the bytes a connection reads, one event per call. Field names and
+ * values are copied into `fields` (spans: name offset, name length, value
+ * offset, value length per field; header fields first, then trailers), so
+ * that the data fed may be a different string each time; a body piece is
+ * a span of the data last fed. */
+typedef struct orrery_hresp {
+  const char *fields;
+  const uint32_t *spans;
+  const char *reason;     /* ORRERY_HRESP_ERROR: why, a static string */
+  uint64_t body_bytes;    /* decoded body bytes so far */
+  int64_t content_length; /* of the body: 0 for none, -1 chunked or to close */
+  uint32_t nfields;       /* header fields, then trailer fields */
+  uint32_t nhead;         /* how many of them are header fields */
+  uint32_t pos;           /* the first byte of the data last fed not parsed */
+  uint32_t body_off, body_len; /* ORRERY_HRESP_BODY: a piece of that data */
+  int32_t status;
+  uint8_t minor;
+  uint8_t keep_alive; /* the connection may carry another exchange */
+  uint8_t chunked;
+  uint8_t too_large; /* ORRERY_HRESP_ERROR: a limit, not a protocol error */
+  uint8_t started;   /* a byte of the response arrived */
+} orrery_hresp;
+
+/* orrery_ffi_hresp_feed and orrery_ffi_hresp_eof: events. */
+enum {
+  ORRERY_HRESP_NEED = 0,    /* every byte was parsed; feed more */
+  ORRERY_HRESP_HEAD = 1,    /* the final response head is complete */
+  ORRERY_HRESP_BODY = 2,    /* body_off, body_len: a piece of decoded body */
+  ORRERY_HRESP_DONE = 3,    /* the response is complete, trailers included */
+  ORRERY_HRESP_ERROR = 4,   /* reason says why; too_large for a limit */
+  ORRERY_HRESP_CONTINUE = 5 /* an interim 100 Continue arrived */
+};
+
+orrery_hresp *orrery_ffi_hresp_new(uint32_t max_head, uint32_t max_fields);
+void orrery_ffi_hresp_free(orrery_hresp *r);
+/* Prepares for the response to the next request; no_body: it was HEAD. */
+void orrery_ffi_hresp_start(orrery_hresp *r, int no_body);
+/* Parses data[off, len) up to the first event; r->pos says how far. */
+int orrery_ffi_hresp_feed(orrery_hresp *r, const char *data, uint32_t off,
+                          uint32_t len);
+/* The peer closed: DONE for a body delimited by the close, else ERROR
+ * (NEED when no byte of a response had arrived). */
+int orrery_ffi_hresp_eof(orrery_hresp *r);
+
 /* JSON encoding helpers for the Lua encoder (host/json.c). */
 size_t orrery_ffi_json_str_len(const char *s, size_t len);
 size_t orrery_ffi_json_escape(char *out, const char *s, size_t len);

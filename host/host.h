@@ -281,9 +281,10 @@ int alloc_lmemory(lua_State *L);
 /* modules.c */
 void modules_preload(lua_State *L);
 
-/* net_lua.c, http_server.c (see net.h) */
+/* net_lua.c, http_server.c, http_client_lua.c (see net.h) */
 int luaopen_orrery_net_core(lua_State *L);
 int luaopen_orrery_http_core(lua_State *L);
+int luaopen_orrery_http_client_core(lua_State *L);
 
 /* repl.c */
 int repl_readline(lua_State *L);

@@ -10,6 +10,7 @@ static const luaL_Reg preload[] = {
     {"orrery.json.core", luaopen_orrery_json_core},
     {"orrery.net.core", luaopen_orrery_net_core},
     {"orrery.http.core", luaopen_orrery_http_core},
+    {"orrery.http.client.core", luaopen_orrery_http_client_core},
     {NULL, NULL},
 };
 

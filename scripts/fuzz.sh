@@ -103,6 +103,27 @@ seed_fuzz_http_fast() {
 }
 
 status=0
+# Responses of every framing the client parses, and near misses; the
+# first byte of each input sets how it is split into reads, the second
+# whether it answers a HEAD request.
+seed_fuzz_http_client() {
+  local dir=$1 i=0
+  local seeds=(
+    $'\x05\x02HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello'
+    $'\x03\x02HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\n'
+    $'\x07\x02HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 204 No\r\n\r\n'
+    $'\x01\x01HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n'
+    $'\x09\x02HTTP/1.0 200 OK\r\n\r\nuntil the close'
+    $'\x02\x02HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n'
+    $'\x04\x02HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab'
+    $'\x06\x02HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n'
+  )
+  for s in "${seeds[@]}"; do
+    printf '%s' "$s" >"$dir/seed$i"
+    i=$((i + 1))
+  done
+}
+
 for t in "${targets[@]}"; do
   corpus="$work/$t"
   mkdir -p "$corpus" "build-fuzz/artifacts/$t"

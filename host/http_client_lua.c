@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* http_client_lua.c -- orrery.http.client.core: what the HTTP client's
+ * pool needs from a connection beyond orrery.net's methods. */
+#include "net.h"
+
+/* idle(conn, on): a pooled connection that waits for its next request
+ * does not keep the loop alive, so that a script which made a request
+ * ends when its work does, not when the server closes the connection. */
+static int l_idle(lua_State *L) {
+  net_conn_t *c = net_check(L, 1);
+  if (c && !c->closing) {
+    if (lua_toboolean(L, 2))
+      uv_unref(&c->u.h);
+    else
+      uv_ref(&c->u.h);
+  }
+  return 0;
+}
+
+/* alive(conn) -> false once the peer has ended the connection (EOF or an
+ * error was read) or it is closing: a pooled connection the server closed
+ * while it was idle is dropped before a request is written on it, rather
+ * than found dead after (when a POST could not be retried). */
+static int l_alive(lua_State *L) {
+  net_conn_t *c = net_check(L, 1);
+  lua_pushboolean(L, c && !c->closing && !c->rerr && !c->werr);
+  return 1;
+}
+
+int luaopen_orrery_http_client_core(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"idle", l_idle}, {"alive", l_alive}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  return 1;
+}

@@ -1,0 +1,258 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.http.response -- the HTTP client's responses: reading events
+-- off a connection through the parser (host/http_client.c), fields,
+-- bodies whole or streamed, and the end of an exchange (docs/http-client.md).
+-- Internal: orrery.http.client is the documented surface.
+local sched = require "orrery.sched"
+local check = require "orrery.check"
+local pool = require "orrery.http.pool"
+local transport = require "orrery.http.transport"
+local C = require "orrery.ffi"
+local ffi = require "ffi"
+
+local type, tostring, tonumber, setmetatable, error, pcall, rawget =
+  type, tostring, tonumber, setmetatable, error, pcall, rawget
+local concat = table.concat
+local ffi_string, ffi_gc, ffi_new = ffi.string, ffi.gc, ffi.new
+local wait_err, limit = transport.wait_err, transport.limit
+local checkin, discard = pool.checkin, pool.discard
+local co_slot = C.orrery_ffi_co_slot
+local hfeed, heof = C.orrery_ffi_hresp_feed, C.orrery_ffi_hresp_eof
+local EV_NEED, EV_BODY, EV_DONE, EV_ERROR =
+  C.ORRERY_HRESP_NEED, C.ORRERY_HRESP_BODY, C.ORRERY_HRESP_DONE, C.ORRERY_HRESP_ERROR
+
+local M = {}
+
+-- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
+-- from what is buffered, then from the connection.
+local function next_event(st, conn, phase, tmo)
+  local r = conn.r
+  while true do
+    local buf = conn.buf
+    if buf then
+      local ev = hfeed(r, buf, conn.off, #buf)
+      conn.off = r.pos
+      if ev ~= EV_NEED then return ev end
+      conn.buf = false
+    end
+    local d, err = conn.t:read(65536, limit(tmo, st.deadline))
+    if not d then
+      if err == "eof" then
+        local ev = heof(r)
+        if ev == EV_NEED then return nil, "closed: connection closed before the response" end
+        return ev
+      end
+      return nil, wait_err(st, err, phase)
+    end
+    st.got = true
+    conn.buf, conn.off = d, 0
+  end
+end
+
+local function parse_err(r)
+  local why = r.reason ~= nil and ffi_string(r.reason) or "bad response"
+  if r.too_large ~= 0 then return "too_large: " .. why end
+  return "bad_response: " .. why
+end
+
+-- -- Responses --
+
+local Res = {}
+local Headers = {}
+Headers.__index = function(t, k)
+  if type(k) == "string" then
+    local l = k:lower()
+    if l ~= k then return rawget(t, l) end
+  end
+end
+
+-- Fields into a case-insensitive table (repeated fields joined with ", ",
+-- but Set-Cookie, which cannot be joined, keeps its first value) and a
+-- flat list name1, value1, ... in order for header_values.
+local function fields(r, from, to)
+  local h, list = setmetatable({}, Headers), {}
+  local fb, sp = r.fields, r.spans
+  for i = from, to - 1 do
+    local s = sp + 4 * i
+    local name = ffi_string(fb + s[0], s[1]):lower()
+    local value = ffi_string(fb + s[2], s[3])
+    local last = value:byte(-1)
+    if last == 32 or last == 9 then value = value:match("^(.-)[ \t]*$") end
+    list[#list + 1] = name
+    list[#list + 1] = value
+    local old = rawget(h, name)
+    if old == nil then
+      h[name] = value
+    elseif name ~= "set-cookie" then
+      h[name] = old .. ", " .. value
+    end
+  end
+  return h, list
+end
+
+local function keep_alive_timeout(h)
+  local ka = h["keep-alive"]
+  if ka then
+    local t = tonumber(ka:lower():match("timeout%s*=%s*(%d+)"))
+    if t then return t end
+  end
+  return false
+end
+
+-- Ends the exchange: the connection goes back to the pool when the
+-- response ended cleanly and both sides may reuse it; else it is closed.
+local function finish(st, conn, clean)
+  if st.finished then return end
+  st.finished = true
+  local cl = st.cl
+  local r = conn.r
+  if clean and not st.no_reuse and r.keep_alive ~= 0 and not conn.closed
+      and not (conn.buf and conn.off < #conn.buf) then
+    conn.buf, conn.off = false, 0
+    conn.uses = conn.uses + 1
+    checkin(cl, conn)
+  else
+    discard(cl, conn)
+  end
+end
+
+-- The body pieces of a streamed response: next piece | nil at the end |
+-- nil, err (the connection is closed then).
+local function read_piece(st, res)
+  local conn = res._conn
+  if st.finished then return nil, st.ended_err end
+  local ev, err = next_event(st, conn, "idle read", st.o.read_timeout)
+  if ev == EV_BODY then
+    local r = conn.r
+    local buf, off, len = conn.buf, r.body_off, r.body_len
+    if off == 0 and len == #buf then return buf end
+    return buf:sub(off + 1, off + len)
+  elseif ev == EV_DONE then
+    local r = conn.r
+    if r.nfields > r.nhead then res.trailers = fields(r, r.nhead, r.nfields) end
+    finish(st, conn, true)
+    return nil
+  end
+  if ev == EV_ERROR then err = parse_err(conn.r) end
+  finish(st, conn, false)
+  st.ended_err = err
+  return nil, err
+end
+
+-- Runs fn under the request's context (the coroutine's binding is the
+-- one every wait inside checks).
+local function under(st, fn, a, b)
+  local ctx = st.bind
+  if not ctx then return fn(a, b) end
+  local slot = co_slot()
+  local old = sched.bind(slot, ctx)
+  local ok, x, y = pcall(fn, a, b)
+  sched.bind(slot, old)
+  if not ok then error(x, 0) end
+  return x, y
+end
+
+local function res_read(self)
+  local st = self._st
+  if self._buffered then
+    local b = self._buffered
+    self._buffered = false
+    if b ~= "" then return b end
+    return nil
+  end
+  return under(st, read_piece, st, self)
+end
+
+--- res:read() -> the next piece of the body | nil at its end | nil, err
+function Res:read()
+  check.self(self, Res, "res:read", "response")
+  return res_read(self)
+end
+
+local function read_all(self, max)
+  if self._buffered then
+    local b = self._buffered
+    self._buffered = false
+    return b
+  end
+  local st = self._st
+  if st.finished then return nil, st.ended_err or "closed: body already read" end
+  local cl = self._conn.r.content_length
+  if cl > max then
+    finish(st, self._conn, false)
+    st.ended_err = "too_large: body of " .. tostring(cl):gsub("LL$", "") .. " bytes"
+    return nil, st.ended_err
+  end
+  local parts, n = {}, 0
+  while true do
+    local piece, err = read_piece(st, self)
+    if not piece then
+      if err then return nil, err end
+      return concat(parts)
+    end
+    n = n + #piece
+    if n > max then
+      finish(st, self._conn, false)
+      st.ended_err = "too_large: body over " .. max .. " bytes"
+      return nil, st.ended_err
+    end
+    parts[#parts + 1] = piece
+  end
+end
+
+--- res:body() -> the whole body (at most max_body_size bytes) | nil, err
+function Res:body()
+  check.self(self, Res, "res:body", "response")
+  if self._whole then return self._whole end
+  local st = self._st
+  local b, err = under(st, read_all, self, st.o.max_body_size)
+  if b then self._whole = b end
+  return b, err
+end
+
+--- res:json() -> the body decoded | nil, err
+function Res:json()
+  check.self(self, Res, "res:json", "response")
+  local b, err = self:body()
+  if not b then return nil, err end
+  local v, jerr = require("orrery.json").decode(b)
+  if v == nil and jerr then return nil, "bad_response: invalid JSON: " .. jerr end
+  return v
+end
+
+--- res:header_values(name) -> { value, ... } in the order received
+function Res:header_values(name)
+  check.self(self, Res, "res:header_values", "response")
+  local l, out = name:lower(), {}
+  local list = self._list
+  for i = 1, #list, 2 do
+    if list[i] == l then out[#out + 1] = list[i + 1] end
+  end
+  return out
+end
+
+--- res:close(): gives up the rest of a streamed body (the connection is
+-- closed unless the body had been read to its end).
+function Res:close()
+  check.self(self, Res, "res:close", "response")
+  local st = self._st
+  if not st.finished then finish(st, self._conn, false) end
+  st.ended_err = st.ended_err or "closed: response closed"
+end
+
+Res.__index = Res
+Res.__tostring = function(r) return ("http response %d"):format(r.status) end
+
+-- A cdata whose finalizer ends an unfinished exchange. Its own function:
+-- a closure over exchange's locals would make every return of exchange
+-- close upvalues, which the JIT does not compile (NYI UCLO).
+local function guard(st, conn)
+  return ffi_gc(ffi_new("char[1]"), function()
+    if not st.finished then finish(st, conn, false) end
+  end)
+end
+
+M.Res, M.next_event, M.parse_err, M.fields, M.keep_alive_timeout = Res, next_event, parse_err, fields, keep_alive_timeout
+M.finish, M.read_all, M.under, M.guard = finish, read_all, under, guard
+
+return M

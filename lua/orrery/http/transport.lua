@@ -1,0 +1,86 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.http.transport -- what the HTTP client's connections run over,
+-- and how their errors read (docs/http-client.md). Internal.
+--
+-- A transport is an object with read(max, timeout), write(data, timeout),
+-- close(), idle(on) and buffered(); plain TCP goes through orrery.net
+-- today, and TLS plugs in as transports.https under the same methods, so
+-- nothing above this file knows which one a connection talks to.
+local net = require "orrery.net"
+local ccore = require "orrery.http.client.core"
+local C = require "orrery.ffi"
+
+local setmetatable, tostring = setmetatable, tostring
+local now = C.orrery_ffi_now
+
+local M = {}
+
+-- -- Transports --
+--
+-- transports[scheme](host, ip, port, timeout) -> t | nil, err. idle(on)
+-- marks a pooled connection waiting for its next request, which must not
+-- keep the process alive; buffered() is the number of bytes read and not
+-- consumed; alive() is false once the peer ended the connection. Errors
+-- are net's codes ("eof", "reset", "timeout", ...).
+local transports = {}
+M.transports = transports
+
+local Plain = {}
+Plain.__index = Plain
+function Plain:read(max, timeout) return self.c:read(max, timeout) end
+function Plain:write(data, timeout) return self.c:write(data, timeout) end
+function Plain:close() self.c:close() end
+function Plain:idle(on) ccore.idle(self.c.c, on) end
+function Plain:buffered() return self.c:buffered() end
+function Plain:alive() return ccore.alive(self.c.c) end
+
+function transports.http(host, ip, port, timeout)
+  local c, err = net.connect(ip, port, { timeout = timeout })
+  if not c then return nil, err end
+  return setmetatable({ c = c }, Plain)
+end
+
+function transports.https()
+  return nil, "tls: https is not supported yet"
+end
+
+-- -- Errors --
+
+local NET_CODES = { eof = "closed", closed = "closed", reset = "reset", aborted = "reset",
+  refused = "refused", unreachable = "refused", timeout = "timeout", canceled = "canceled" }
+
+local function net_err(err)
+  return NET_CODES[err] or ("closed: " .. tostring(err))
+end
+
+-- The error of a wait that ended by a timeout: the request's own total
+-- or its context's deadline ("timeout"), or one phase's limit.
+local function timeout_err(st, phase)
+  local ctx = st.ctx
+  if (ctx and ctx.e) or (st.deadline and now() >= st.deadline - 1e-3) then return "timeout" end
+  return "timeout: " .. phase
+end
+
+local function wait_err(st, err, phase)
+  if err == "timeout" then return timeout_err(st, phase) end
+  if err == "canceled" then
+    local ctx = st.ctx
+    if ctx and ctx.e == "timeout" then return "timeout" end
+    return "canceled"
+  end
+  return net_err(err)
+end
+
+-- The limit of a phase inside the request's deadline: nil for none.
+local function limit(t, deadline)
+  if deadline then
+    local l = deadline - now()
+    if l < 0 then l = 0 end
+    if not t or l < t then return l end
+  end
+  return t or nil
+end
+
+M.net_err, M.timeout_err, M.wait_err, M.limit = net_err, timeout_err, wait_err, limit
+
+return M
