@@ -5,7 +5,7 @@
 # given as arguments are installed too (benchmarks and tests use this).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev
-  libcjson-dev libssl-dev node-llhttp libedit-dev libsqlite3-dev libpq-dev
+  libcjson-dev libssl-dev openssl node-llhttp libedit-dev libsqlite3-dev libpq-dev
   "$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -511,3 +511,36 @@ end)
 T.test("cleanup: the certificate directory", function()
   if D then sh("rm -rf " .. q(D)) end
 end)
+
+-- The HTTP client over TLS: https URLs are verified against the URL's
+-- host by default, connections are pooled and reused like plain ones.
+T.test("the HTTP client speaks https: verified, pooled, and refused on a bad certificate", function()
+  D = nil -- the reload tests above replaced some files: make a fresh set
+  need_certs()
+  local srv = assert(http.listen(function(req) return 200, { path = req.path } end,
+    { host = "127.0.0.1", port = 0, tls = { cert = D .. "good.crt", key = D .. "good.key" } }))
+  local c = http.client { tls = { ca_file = D .. "ca.crt" } }
+  for i = 1, 3 do
+    local res, err = c:get(("https://localhost:%d/p%d"):format(srv.port, i))
+    T.eq(err, nil)
+    T.eq(res.status, 200)
+    T.eq(res:json().path, "/p" .. i)
+  end
+  local st = c:stats()[("https://localhost:%d"):format(srv.port)]
+  T.eq({ st.created, st.reused }, { 1, 2 })
+  -- The system store does not know the test CA.
+  local res, err = http.get(("https://localhost:%d/"):format(srv.port), { timeout = 5 })
+  T.eq(res, nil)
+  T.match(err, "^tls: ")
+  -- A certificate for another host.
+  local wrong = assert(http.listen(function() return 200, "x" end,
+    { host = "127.0.0.1", port = 0, tls = { cert = D .. "wrong.crt", key = D .. "wrong.key" } }))
+  res, err = c:get(("https://localhost:%d/"):format(wrong.port))
+  T.eq(res, nil)
+  T.match(err, "^tls: hostname mismatch")
+  T.raises(function() http.client { tls = "yes" } end, "option tls must be a table")
+  c:close_idle()
+  wrong:close()
+  srv:close()
+  sh("rm -rf " .. q(D))
+end)

@@ -35,7 +35,7 @@ local M = {}
 -- `timeout`, and each phase by its own limit inside it.
 M.defaults = {
   timeout = 60,           -- the whole request, body included (false: none)
-  connect_timeout = 10,   -- DNS and TCP connect (and, later, the TLS handshake)
+  connect_timeout = 10,   -- DNS, TCP connect and the TLS handshake
   head_timeout = 30,      -- request written to response head complete (TTFB)
   read_timeout = 30,      -- longest wait for the next bytes of a body
   write_timeout = 30,     -- longest wait for a write to drain
@@ -50,6 +50,7 @@ M.defaults = {
   follow = 0,             -- redirects followed when > 0
   headers = false,        -- default request fields (a table)
   user_agent = "orrery/0.1",
+  tls = false,            -- https: net.connect's tls options (docs/tls.md)
 }
 
 local CLIENT_OPTS, REQUEST_OPTS = {}, {
@@ -61,7 +62,8 @@ for k in pairs(M.defaults) do
   -- The pool's options, and the parser's limits (set when a connection is
   -- dialled), belong to the client only.
   if k ~= "max_conns_per_host" and k ~= "max_idle_per_host" and k ~= "max_idle"
-      and k ~= "idle_timeout" and k ~= "max_head_bytes" and k ~= "max_fields" then
+      and k ~= "idle_timeout" and k ~= "max_head_bytes" and k ~= "max_fields"
+      and k ~= "tls" then
     REQUEST_OPTS[k] = true
   end
 end
@@ -101,6 +103,10 @@ local function check_opts(fname, opts, allowed, mt, lv)
     elseif k == "headers" then
       if v ~= false and type(v) ~= "table" then
         error(("%s: option headers must be a table"):format(fname), lv)
+      end
+    elseif k == "tls" then
+      if v ~= false and type(v) ~= "table" then
+        error(("%s: option tls must be a table of TLS options (docs/tls.md)"):format(fname), lv)
       end
     elseif k == "ctx" then
       if not context.is_ctx(v) then

@@ -159,7 +159,7 @@ local function dial(cl, p, st)
   for _, ip in ipairs(addrs) do
     local left = tmo and (tmo - (now() - t0)) or nil
     if left and left < 0 then left = 0 end
-    t, err = mk(p.host, ip, p.port, left)
+    t, err = mk(p.host, ip, p.port, left, cl.o.tls)
     if t then break end
     if err == "timeout" or err == "canceled" then return nil, wait_err(st, err, "connect") end
     if err and err:match("^tls") then return nil, err end

@@ -40,8 +40,17 @@ function transports.http(host, ip, port, timeout)
   return setmetatable({ c = c }, Plain)
 end
 
-function transports.https()
-  return nil, "tls: https is not supported yet"
+-- TLS through orrery.net's TLS transport: the certificate is checked
+-- against the URL's host (SNI too), with ALPN http/1.1; opts are the
+-- client's tls option (ca_file, cert, key, insecure, ...).
+function transports.https(host, ip, port, timeout, opts)
+  local o = { server_name = host, alpn = { "http/1.1" } }
+  if opts then
+    for k, v in pairs(opts) do o[k] = v end
+  end
+  local c, err = net.connect { host = ip, port = port, timeout = timeout, tls = o }
+  if not c then return nil, err end
+  return setmetatable({ c = c }, Plain)
 end
 
 -- -- Errors --
@@ -50,6 +59,7 @@ local NET_CODES = { eof = "closed", closed = "closed", reset = "reset", aborted 
   refused = "refused", unreachable = "refused", timeout = "timeout", canceled = "canceled" }
 
 local function net_err(err)
+  if type(err) == "string" and err:sub(1, 3) == "tls" then return err end
   return NET_CODES[err] or ("closed: " .. tostring(err))
 end
 
