@@ -246,10 +246,10 @@ T.test("a redirect from https to http is refused (https over a stand-in transpor
   srv:close()
 end)
 
-T.test("https is refused for now with a tls error", function()
+T.test("https to a port nobody listens on is refused like http (TLS itself: tls_test.lua)", function()
   local res, err = http.get("https://127.0.0.1:1/")
   T.eq(res, nil)
-  T.eq(http.err_code(err), "tls")
+  T.eq(http.err_code(err), "refused")
 end)
 
 T.test("body limits: res:body() and buffered responses answer too_large", function()
