@@ -92,32 +92,36 @@ typedef void (*sched_undo_fn)(co_t *co, void *data);
  * storage that the timer and channel layers own, kept here so that
  * parking allocates nothing. */
 struct co_s {
+  /* The first two cache lines hold what a channel park and wake touch;
+   * rarely used fields come last (sieve: 152 ms with the fields in
+   * declaration order, 176 + 32 bytes, against 139 ms before the
+   * cleanups were added). */
   lua_State *L;
-  int ref; /* registry reference that anchors the thread while alive */
-  int32_t slot;
-  uint64_t id;
   uint8_t state;
   uint8_t wait_kind;
   uint8_t started;
   uint8_t unrooted; /* bound to a context outside the root's tree */
   uint8_t nundo;
+  int32_t slot;
   int32_t wake;   /* code handed to the coroutine when it resumes */
-  int32_t nargs;  /* arguments for the first resume */
   uint32_t token; /* of the current (or last) wait: stale wakes miss it */
   co_t *next_ready;
-  double since;          /* when it parked, for the dump */
-  const char *wait_what; /* free text for WAIT_IO / WAIT_EXTERNAL */
-  const char *site;      /* "file:line" it was created at (a Lua string
-                            anchored by the binding while it lives) */
-  const void *wait_obj;  /* what it waits on (a channel), for the dump */
   struct {
     sched_undo_fn fn;
     void *data;
   } undo[SCHED_UNDO_MAX];
-  tmr_t tmr;    /* timer.c: the wait's timeout */
-  waiter_t w1;  /* chan.c: a single operation */
-  waiter_t *ws; /* chan.c: select waiters, grown on demand */
+  waiter_t w1;           /* chan.c: a single operation */
+  double since;          /* when it parked, for the dump */
+  const void *wait_obj;  /* what it waits on (a channel), for the dump */
+  const char *wait_what; /* free text for WAIT_IO / WAIT_EXTERNAL */
+  tmr_t tmr;             /* timer.c: the wait's timeout */
+  waiter_t *ws;          /* chan.c: select waiters, grown on demand */
   int32_t nws, cap_ws;
+  uint64_t id;
+  int ref;          /* registry reference that anchors the thread while alive */
+  int32_t nargs;    /* arguments for the first resume */
+  const char *site; /* "file:line" it was created at (a Lua string
+                       anchored by the binding while it lives) */
 };
 
 /* Called when a coroutine is retired, by the layers that keep per-
