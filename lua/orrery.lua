@@ -169,31 +169,39 @@ local function tidy(tb)
   return table.concat(out, "\n")
 end
 
+-- describe(c [, now]) -> what, traceback: how the dump shows an entry of
+-- coroutines(): "chan receive on chan #3 "jobs", 1.250s" and its tidied
+-- traceback (without the runtime's frames). Used by orrery.console too.
+function M.describe(c, now)
+  now = now or C.orrery_ffi_now()
+  local what = c.state
+  if c.wait then
+    what = c.wait
+    if c.chan then
+      -- "chan receive on chan #3 "jobs"", but "mutex lock (chan #5)".
+      if c.wait == "chan receive" or c.wait == "chan send" then
+        what = what .. " on chan " .. chan_label(c.chan)
+      else
+        what = what .. string.format(" (chan #%d)", c.chan)
+      end
+    end
+    if c.cases then what = what .. " [" .. table.concat(c.cases, ", ") .. "]" end
+    what = what .. string.format(", %.3fs", now - c.since)
+    if c["until"] then
+      what = what .. string.format(", until +%.3fs", c["until"] - now)
+    end
+  end
+  return what, tidy(c.traceback)
+end
+
 -- dump() -> text listing every coroutine, as printed on deadlock/SIGQUIT.
 function M.dump()
   local now = C.orrery_ffi_now()
   local out = {}
   for _, c in ipairs(M.coroutines()) do
-    local what = c.state
-    if c.wait then
-      what = c.wait
-      if c.chan then
-        -- "chan receive on chan #3 "jobs"", but "mutex lock (chan #5)".
-        if c.wait == "chan receive" or c.wait == "chan send" then
-          what = what .. " on chan " .. chan_label(c.chan)
-        else
-          what = what .. string.format(" (chan #%d)", c.chan)
-        end
-      end
-      if c.cases then what = what .. " [" .. table.concat(c.cases, ", ") .. "]" end
-      what = what .. string.format(", %.3fs", now - c.since)
-      if c.until_ or c["until"] then
-        what = what .. string.format(", until +%.3fs", c["until"] - now)
-      end
-    end
+    local what, tb = M.describe(c, now)
     out[#out + 1] = string.format("coroutine %d%s [%s]:\ncreated at %s\n%s\n",
-      c.id, c.main and " (main)" or "", what, c.main and "startup" or c.site or "?",
-      tidy(c.traceback))
+      c.id, c.main and " (main)" or "", what, c.main and "startup" or c.site or "?", tb)
   end
   return table.concat(out, "\n")
 end

@@ -26,6 +26,7 @@ end
 
 local function coroutines(req)
   local f = filter_of(req)
+  if req.query.group == "1" or req.query.group == "true" then f.group = true end
   if req.query.format == "json" then
     local list = console.coroutines(f)
     for _, c in ipairs(list) do
@@ -36,12 +37,23 @@ local function coroutines(req)
   return 200, console.dump(f) .. "\n"
 end
 
+-- /debug/waits?older=60: coroutines parked longer than that, grouped.
+local function waits(req)
+  local older = tonumber(req.query.older or "60")
+  if not older or older < 0 then return 400, { error = "older: seconds expected" } end
+  local list = console.waits(older)
+  for _, g in ipairs(list) do g.ids = json.array(g.ids) end
+  return 200, json.array(list)
+end
+
 --- admin.listen{ host = "127.0.0.1", port = 9090, registry =, health =,
 -- allow_remote = false } -> server | nil, err. Routes:
 --   GET /metrics            the registry (default metrics.default), text
 --                           or OpenMetrics by the Accept header
 --   GET /debug/coroutines   the dump as text; ?format=json for JSON;
 --                           ?state=, ?wait=, ?site= filter
+--   GET /debug/waits        ?older=60: coroutines parked longer, grouped
+--                           by wait and creation site (JSON)
 --   GET /health             200 {"status":"ok"}, or what health() returns
 --                           (status, body), 503 when it raises
 -- A host other than loopback needs allow_remote = true.
@@ -66,6 +78,7 @@ function M.listen(opts)
   local r = http.router()
   r:get("/metrics", metrics.handler { registry = opts.registry })
   r:get("/debug/coroutines", coroutines)
+  r:get("/debug/waits", waits)
   r:get("/health", function()
     if not health then return 200, { status = "ok" } end
     local ok, status, body = pcall(health)

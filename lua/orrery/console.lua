@@ -40,8 +40,9 @@ local function filter_arg(fname, f)
     error(("orrery.console.%s: bad argument #1 (filter table expected, got %s)"):format(fname, type(f)), 3)
   end
   for k in pairs(f) do
-    if k ~= "state" and k ~= "wait" and k ~= "site" then
-      error(("orrery.console.%s: unknown filter %s (state, wait, site)"):format(fname, tostring(k)), 3)
+    if k ~= "state" and k ~= "wait" and k ~= "site" and not (k == "group" and fname == "dump") then
+      error(("orrery.console.%s: unknown filter %s (state, wait, site%s)"):format(fname, tostring(k),
+        fname == "dump" and ", group" or ""), 3)
     end
   end
   return f
@@ -60,18 +61,80 @@ function M.coroutines(filter)
 end
 
 --- console.dump([filter]) -> text: orrery.dump() of the matching coroutines.
+-- With filter.group, coroutines with the same wait, creation site and
+-- stack are shown once with their count and ids, largest group first (as
+-- Go's debug=1 profile does), so that a dump of 100k coroutines stays
+-- readable.
 function M.dump(filter)
   local f = filter_arg("dump", filter)
-  local keep = {}
+  local now = C.orrery_ffi_now()
+  local groups, order = {}, {}
+  local out = {}
   for _, c in ipairs(orrery.coroutines()) do
-    if matches(c, f) then keep[c.id] = true end
+    if matches(c, f) then
+      local what, tb = orrery.describe(c, now)
+      local site = c.main and "startup" or c.site or "?"
+      if f.group then
+        -- The wait without its duration, so that waits of one kind group.
+        local kind = what:gsub(", %d+%.%d+s.*$", "")
+        local key = kind .. "\0" .. site .. "\0" .. tb
+        local g = groups[key]
+        if not g then
+          g = { kind = kind, site = site, tb = tb, ids = {}, oldest = 0 }
+          groups[key] = g
+          order[#order + 1] = g
+        end
+        g.ids[#g.ids + 1] = c.id
+        if c.since and now - c.since > g.oldest then g.oldest = now - c.since end
+      else
+        out[#out + 1] = string.format("coroutine %d%s [%s]:\ncreated at %s\n%s\n",
+          c.id, c.main and " (main)" or "", what, site, tb)
+      end
+    end
   end
-  local parts = {}
-  for block in (orrery.dump() .. "\n"):gmatch("(coroutine %d+.-\n)\n") do
-    local id = tonumber(block:match("^coroutine (%d+)"))
-    if keep[id] then parts[#parts + 1] = block end
+  if f.group then
+    table.sort(order, function(a, b) return #a.ids > #b.ids end)
+    for _, g in ipairs(order) do
+      local ids = {}
+      for i = 1, math.min(#g.ids, 10) do ids[i] = tostring(g.ids[i]) end
+      if #g.ids > 10 then ids[#ids + 1] = "..." end
+      out[#out + 1] = string.format("%d coroutine%s [%s%s]: %s\ncreated at %s\n%s\n", #g.ids,
+        #g.ids == 1 and "" or "s", g.kind, g.oldest > 0 and string.format(", up to %.3fs", g.oldest) or "",
+        table.concat(ids, ", "), g.site, g.tb)
+    end
   end
-  return table.concat(parts, "\n")
+  return table.concat(out, "\n")
+end
+
+--- console.waits([older]) -> list of { wait, site, count, oldest, ids }:
+-- coroutines parked longer than older seconds (default 60), grouped by
+-- what they wait on and where they were created, largest group first:
+-- the usual shape of a leak (a coroutine per request, parked forever on
+-- a channel nobody sends to).
+function M.waits(older)
+  if older == nil then older = 60 end
+  if type(older) ~= "number" or older ~= older or older < 0 then
+    error("orrery.console.waits: bad argument #1 (seconds expected, got " .. type(older) .. ")", 2)
+  end
+  local now = C.orrery_ffi_now()
+  local groups, order = {}, {}
+  for _, c in ipairs(orrery.coroutines()) do
+    if c.state == "waiting" and c.since and now - c.since >= older then
+      local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
+      local key = what .. "\0" .. (c.site or "?")
+      local g = groups[key]
+      if not g then
+        g = { wait = what, site = c.site or "?", count = 0, oldest = 0, ids = {} }
+        groups[key] = g
+        order[#order + 1] = g
+      end
+      g.count = g.count + 1
+      g.ids[#g.ids + 1] = c.id
+      if now - c.since > g.oldest then g.oldest = now - c.since end
+    end
+  end
+  table.sort(order, function(a, b) return a.count > b.count end)
+  return order
 end
 
 --- console.channels() -> list of { id, name, role, len, cap, closed } for
@@ -116,7 +179,10 @@ end
 local HELP = [[
 console commands (also in require "orrery.console"):
   coroutines{state=, wait=, site=}   live coroutines, filtered
-  dump{state=, wait=, site=}         their dump, as on SIGQUIT
+  dump{state=, wait=, site=, group=} their dump, as on SIGQUIT; group=true
+                                     shows identical stacks once, counted
+  waits(older)                       coroutines parked over older s (60),
+                                     grouped by wait and creation site
   channels()                         named channels: len, cap, closed
   breakers(), limiters()             circuit breakers and rate limiters
   memory(), lag(), stats()           memory, loop lag, scheduler counts
@@ -141,7 +207,7 @@ local function new_env(conn)
     send(conn, "o", table.concat(t, "\t"))
   end
   env.help = function() send(conn, "o", HELP) end
-  for _, k in ipairs { "coroutines", "dump", "channels", "breakers", "limiters", "memory", "lag" } do
+  for _, k in ipairs { "coroutines", "dump", "waits", "channels", "breakers", "limiters", "memory", "lag" } do
     env[k] = M[k]
   end
   env.stats = orrery.stats

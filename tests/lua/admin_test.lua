@@ -56,3 +56,23 @@ T.test("admin.listen stays on loopback unless told otherwise, and checks its opt
   T.raises(function() admin.listen { prot = 1 } end, "unknown option 'prot'")
   T.raises(function() admin.listen { health = 1 } end, "option health must be a function")
 end)
+
+T.test("/debug/coroutines?group=1 and /debug/waits", function()
+  local srv = assert(admin.listen { port = 0 })
+  local ch = orrery.chan(0, "admin_test many")
+  local ids = {}
+  for i = 1, 5 do ids[i] = orrery.go(function() ch:recv() end) end
+  T.settle(ids)
+  local res = H.get(srv, "/debug/coroutines?group=1&wait=admin_test%20many")
+  T.match(res.body, "^5 coroutines %[chan receive on chan #%d+ \"admin_test many\"")
+  res = H.get(srv, "/debug/waits?older=0")
+  T.eq(res.status, 200)
+  local found
+  for _, g in ipairs(json.decode(res.body)) do
+    if g.wait:find("admin_test many", 1, true) then found = g end
+  end
+  T.eq(found and found.count, 5)
+  T.eq(H.get(srv, "/debug/waits?older=x").status, 400)
+  ch:close()
+  srv:close()
+end)

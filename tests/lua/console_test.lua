@@ -100,3 +100,26 @@ T.test("--console opens the console before the script runs; a bad path fails at 
   T.eq(out, "true\n")
   os.execute("rm -rf " .. dir)
 end)
+
+T.test("a grouped dump shows identical stacks once; waits groups long waits by site", function()
+  local orrery = require "orrery"
+  local console = require "orrery.console"
+  local ch = orrery.chan(0, "console_test stuck")
+  local ids = {}
+  for i = 1, 25 do ids[i] = orrery.go(function() ch:recv() end) end
+  T.settle(ids)
+  local text = console.dump { wait = "console_test stuck", group = true }
+  T.match(text, "^25 coroutines %[chan receive on chan #%d+ \"console_test stuck\", up to [%d.]+s%]: "
+    .. ids[1] .. ", " .. ids[2] .. ", ")
+  T.match(text, "%.%.%.\ncreated at [^\n]*console_test%.lua:%d+\n")
+  local _, n = text:gsub("coroutines? %[", "")
+  T.eq(n, 1)
+  local w = console.waits(0)
+  local mine
+  for _, g in ipairs(w) do if g.wait:find("console_test stuck", 1, true) then mine = g end end
+  T.eq(mine.count, 25)
+  T.match(mine.site, "console_test%.lua:%d+$")
+  T.eq(#console.waits(3600), 0)
+  T.raises(function() console.waits("x") end, "orrery.console.waits: bad argument #1")
+  ch:close()
+end)
