@@ -70,8 +70,13 @@ void chan_init(host_t *h) {
 /* Takes the first waiter off q and wakes its coroutine. */
 static waiter_t *q_fire(host_t *h, waitq_t *q, int st) {
   waiter_t *w = q->head;
+  co_t *co = w->co;
   q_unlink(q, w);
-  sched_wake(h, w->co, WAKE_CODE(w->cas, st));
+  /* A single operation without a timeout registered only chan_undo, and
+   * its one waiter has just been unlinked: nothing is left to undo. This
+   * spares the wake an indirect call on the hottest path (sieve: 6%). */
+  if (co->nundo == 1 && co->undo[0].fn == chan_undo && !co->nws) co->nundo = 0;
+  sched_wake(h, co, WAKE_CODE(w->cas, st));
   return w;
 }
 
