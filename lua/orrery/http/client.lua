@@ -282,6 +282,16 @@ local function early_answer(st, conn, werr)
   end
 end
 
+-- Sends the body once the wait for 100 Continue is over: nothing when it
+-- went out, else the early answer the server sent (ev) or the error.
+local function body_after_continue(st, conn)
+  local ok, err = send_body(st, conn)
+  if ok then return nil, nil end
+  local ev = early_answer(st, conn, err)
+  if ev then return ev end
+  return nil, err
+end
+
 -- exchange(st, conn) -> res | nil, err: writes the request on conn and
 -- reads the head of its final response (and, unless streaming, its body).
 local function exchange(st, conn)
@@ -311,12 +321,9 @@ local function exchange(st, conn)
         if not ev and err:match("^timeout: ") then
           -- No 100 Continue in time: the body goes anyway (RFC 9110 10.1.1).
           waiting_continue = false
-          ok, err = send_body(st, conn)
-          if not ok then
-            ev = early_answer(st, conn, err)
-            if not ev then return nil, err end
-            break
-          end
+          ev, err = body_after_continue(st, conn)
+          if ev then break end
+          if err then return nil, err end
           ev, err = next_event(st, conn, "response head", tmo)
         end
       else
@@ -325,12 +332,9 @@ local function exchange(st, conn)
       if ev ~= EV_CONTINUE then break end
       if waiting_continue then
         waiting_continue = false
-        ok, err = send_body(st, conn)
-        if not ok then
-          ev = early_answer(st, conn, err)
-          if not ev then return nil, err end
-          break
-        end
+        ev, err = body_after_continue(st, conn)
+        if ev then break end
+        if err then return nil, err end
       end
     end
   end
