@@ -289,6 +289,7 @@ void modules_preload(lua_State *L);
 int luaopen_orrery_net_core(lua_State *L);
 int luaopen_orrery_http_core(lua_State *L);
 int luaopen_orrery_http_client_core(lua_State *L);
+int luaopen_orrery_sqlite_core(lua_State *L);
 
 /* repl.c */
 int repl_readline(lua_State *L);
