@@ -1,0 +1,548 @@
+-- SPDX-License-Identifier: MIT
+-- orrery.saga -- durable sagas: steps with compensations, a journal that
+-- records every transition before it is acted on, recovery after a crash
+-- (docs/saga.md).
+--
+-- The journal is written through orrery.sqlite, whose group commit lets
+-- every instance in flight share each fsync. An instance writes one
+-- atomic batch at each boundary: "step k done + step k+1 started" is one
+-- write, durable before step k+1 runs, so a saga of n steps costs n + 1
+-- durable writes.
+local orrery = require "orrery"
+local sqlite = require "orrery.sqlite"
+local json = require "orrery.json"
+local retry = require "orrery.retry"
+local context = require "orrery.context"
+local sched = require "orrery.sched"
+local check = require "orrery.check"
+
+local M = {}
+
+M.STATES = { "running", "compensating", "completed", "compensated", "compensation_failed" }
+local FINAL = { completed = true, compensated = true, compensation_failed = true }
+
+local now = orrery.wall_now or os.time
+
+-- -- Identifiers --
+
+local counter = 0
+local seed
+do
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(8) or tostring(os.time())
+  if f then f:close() end
+  seed = 0
+  for i = 1, #b do seed = (seed * 31 + b:byte(i)) % 2 ^ 32 end
+end
+local function new_id()
+  counter = counter + 1
+  return ("%08x%08x%06x"):format(os.time() % 2 ^ 32, (seed + counter * 2654435761) % 2 ^ 32,
+    counter % 2 ^ 24)
+end
+
+-- -- The journal --
+
+local SCHEMA = {
+  [[CREATE TABLE IF NOT EXISTS saga_instances (
+      id TEXT PRIMARY KEY, key TEXT UNIQUE, name TEXT NOT NULL, version INTEGER NOT NULL,
+      state TEXT NOT NULL, input TEXT, result TEXT, error TEXT,
+      created REAL NOT NULL, updated REAL NOT NULL)]],
+  [[CREATE INDEX IF NOT EXISTS saga_instances_state ON saga_instances (state)]],
+  [[CREATE TABLE IF NOT EXISTS saga_events (
+      instance TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, step TEXT,
+      attempt INTEGER, at REAL NOT NULL, data TEXT,
+      PRIMARY KEY (instance, seq)) WITHOUT ROWID]],
+}
+
+local Journal = {}
+Journal.__index = Journal
+
+local journals = {} -- by URL, so that definitions share one handle
+
+--- saga.journal(url) -> journal | nil, err: "sqlite:path" (or a plain path)
+function M.journal(url)
+  if type(url) ~= "string" or url == "" then
+    error("orrery.saga.journal: bad argument #1 (journal URL expected, got " .. check.show(url) .. ")", 2)
+  end
+  if journals[url] then return journals[url] end
+  local path = url:match("^sqlite:(.+)$")
+  if not path then
+    if url:match("^%a[%w+.-]*://") then return nil, "saga: unsupported journal URL " .. url end
+    path = url
+  end
+  local db, err = sqlite.open(path)
+  if not db then return nil, err end
+  for _, s in ipairs(SCHEMA) do
+    local ok, e = db:exec(s)
+    if not ok then return nil, e end
+  end
+  local j = setmetatable({ db = db, url = url }, Journal)
+  journals[url] = j
+  return j
+end
+
+local EV = "INSERT INTO saga_events (instance, seq, kind, step, attempt, at, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+local function ev(inst, kind, step, attempt, data)
+  inst.seq = inst.seq + 1
+  return { EV, inst.id, inst.seq, kind, step, attempt, now(), data, n = 8 }
+end
+
+local function set_state(inst, state, result, err)
+  return { "UPDATE saga_instances SET state = ?, result = ?, error = ?, updated = ? WHERE id = ?",
+    state, result, err, now(), inst.id, n = 6 }
+end
+
+-- Writes the batch; it is durable when this returns.
+local function write(inst, stmts)
+  local ok, err = inst.journal.db:batch(stmts)
+  if not ok then error("saga: journal write failed: " .. tostring(err), 0) end
+end
+
+function Journal:get(key_or_id)
+  local rows, err = self.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", key_or_id, key_or_id)
+  if not rows then return nil, err end
+  local r = rows[1]
+  if not r then return nil, "not_found" end
+  local evs = assert(self.db:exec("SELECT * FROM saga_events WHERE instance = ? ORDER BY seq", r.id))
+  r.history = evs
+  if r.input then r.input = json.decode(r.input) end
+  if r.result then r.result = json.decode(r.result) end
+  for _, e in ipairs(evs) do
+    e.instance = nil
+    if e.data then e.data = json.decode(e.data) end
+  end
+  return r
+end
+
+function Journal:list(state)
+  if state then
+    return self.db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances WHERE state = ? ORDER BY created", state)
+  end
+  return self.db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances ORDER BY created")
+end
+
+-- -- Definitions --
+
+local Def = {}
+Def.__index = Def
+
+local STEP_OPTS = { name = true, action = true, compensate = true, retry = true, timeout = true,
+  breaker = true, limiter = true, pivot = true, recovery = true, compensate_retry = true }
+local DEF_OPTS = { name = true, version = true, steps = true, journal = true, recover = true,
+  on_compensation_failed = true }
+
+local function encode(v, what)
+  if v == nil then return nil end
+  local s, err = json.try_encode(v)
+  if not s then error(("saga: %s cannot be journaled: %s"):format(what, tostring(err)), 0) end
+  return s
+end
+
+--- saga.define{ name, version, steps = {...}, journal } -> definition
+function M.define(spec)
+  local F = "orrery.saga.define"
+  spec = check.opts(F, spec, DEF_OPTS, 3)
+  if type(spec.name) ~= "string" or spec.name == "" then check.bad_opt(F, "name", "string", spec.name, 3) end
+  local version = spec.version or 1
+  if type(version) ~= "number" then check.bad_opt(F, "version", "number", version, 3) end
+  if type(spec.steps) ~= "table" or #spec.steps == 0 then
+    check.bad_opt(F, "steps", "non-empty array of steps", spec.steps, 3)
+  end
+  local steps, by_name, pivot = {}, {}, nil
+  for i, s in ipairs(spec.steps) do
+    if type(s) ~= "table" then error(("%s: step #%d is not a table"):format(F, i), 2) end
+    for k in pairs(s) do
+      if not STEP_OPTS[k] then error(("%s: step #%d: unknown option '%s'"):format(F, i, tostring(k)), 2) end
+    end
+    if type(s.name) ~= "string" or s.name == "" then
+      error(("%s: step #%d: bad option 'name' (string expected, got %s)"):format(F, i, check.show(s.name)), 2)
+    end
+    if by_name[s.name] then error(("%s: step #%d: duplicate step name '%s'"):format(F, i, s.name), 2) end
+    if not check.callable(s.action) then
+      error(("%s: step '%s': bad option 'action' (function expected, got %s)"):format(F, s.name, type(s.action)), 2)
+    end
+    if s.compensate ~= nil and not check.callable(s.compensate) then
+      error(("%s: step '%s': bad option 'compensate' (function expected, got %s)"):format(F, s.name, type(s.compensate)), 2)
+    end
+    if s.timeout ~= nil and (type(s.timeout) ~= "number" or s.timeout <= 0) then
+      error(("%s: step '%s': bad option 'timeout' (positive number of seconds expected, got %s)"):format(F, s.name, check.show(s.timeout)), 2)
+    end
+    if s.recovery ~= nil and s.recovery ~= "retry" and s.recovery ~= "compensate" then
+      error(("%s: step '%s': bad option 'recovery' (\"retry\" or \"compensate\" expected)"):format(F, s.name), 2)
+    end
+    local st = {
+      index = i, name = s.name, action = s.action, compensate = s.compensate,
+      timeout = s.timeout, breaker = s.breaker, limiter = s.limiter, recovery = s.recovery or "retry",
+      retry = retry.new(s.retry or { max_attempts = 1 }),
+      compensate_retry = retry.new(s.compensate_retry or
+        { max_attempts = 5, initial = 0.05, max_interval = 2 }),
+    }
+    if s.pivot then
+      if pivot then error(("%s: step '%s': only one step can be the pivot"):format(F, s.name), 2) end
+      pivot = i
+    end
+    steps[i] = st
+    by_name[s.name] = st
+  end
+  -- Steps after the pivot only move forward: retried until they succeed.
+  if pivot then
+    for i = pivot + 1, #steps do
+      steps[i].forward = true
+      if not (spec.steps[i].retry) then
+        steps[i].retry = retry.new { max_attempts = math.huge, initial = 0.05, max_interval = 5 }
+      end
+    end
+  end
+  local j, err = spec.journal
+  if type(j) == "string" then
+    j, err = M.journal(j)
+    if not j then error(F .. ": " .. tostring(err), 2) end
+  elseif getmetatable(j) ~= Journal then
+    check.bad_opt(F, "journal", "journal URL or saga.journal()", j, 3)
+  end
+  local def = setmetatable({ name = spec.name, version = version, steps = steps, by_name = by_name,
+    pivot = pivot, journal = j, inflight = {}, on_compensation_failed = spec.on_compensation_failed }, Def)
+  if spec.recover ~= false then
+    orrery.go(function()
+      local ok, e = pcall(def.recover, def)
+      if not ok then io.stderr:write("orrery.saga: recovery of '", def.name, "' failed: ", tostring(e), "\n") end
+    end)
+  end
+  return def
+end
+
+-- -- Running --
+
+-- Runs fn(sc) for a step under its timeout, breaker and limiter. Returns
+-- ok, result_or_err, maybe_applied (the call may have taken effect).
+local function call_step(st, fn, sc)
+  local ctx, cancel
+  if st.timeout then ctx, cancel = context.with_timeout(st.timeout) else ctx = context.current() end
+  sc.ctx = ctx
+  local function body()
+    local f = fn
+    if st.breaker then
+      local b = st.breaker
+      local g = f
+      f = function(x) return b:call(g, x) end
+    end
+    if st.limiter then
+      local l = st.limiter
+      local g = f
+      f = function(x) return l:call(g, x) end
+    end
+    return f(sc)
+  end
+  local r = sched.pack(pcall(sched.with_ctx, ctx, body))
+  local timed_out = ctx.e == "timeout" or (ctx.err and ctx:err() == "timeout")
+  if cancel then cancel() end
+  if not r[1] then return false, r[2], timed_out end
+  if r[2] == nil then
+    return false, r[3] == nil and "failed" or r[3], timed_out or r[3] == "timeout"
+  end
+  if timed_out then return false, "timeout", true end
+  return true, r[2], false
+end
+
+local function step_ctx(inst, st, attempt)
+  return { id = inst.id, step = st.name, attempt = attempt, key = inst.id .. ":" .. st.name,
+    idempotency_key = inst.id .. ":" .. st.name, input = inst.input, results = inst.results,
+    saga = inst.def.name }
+end
+
+local function finish(inst, state, result, err)
+  inst.state = state
+  inst.result, inst.error = result, err
+  local w = inst.def.inflight[inst.id]
+  inst.def.inflight[inst.id] = nil
+  if w then
+    for _, ch in ipairs(w) do ch:close() end
+  end
+end
+
+-- Compensates the steps in `todo` (indices, last first), whose
+-- compensation events were planned in the batch that started this.
+local function compensate(inst, todo, cause)
+  local def = inst.def
+  for _, i in ipairs(todo) do
+    local st = def.steps[i]
+    if st.compensate then
+      local attempt = 0
+      local ok, r = st.compensate_retry:call(function()
+        attempt = attempt + 1
+        local sc = step_ctx(inst, st, attempt)
+        sc.error = cause
+        sc.result = inst.results[st.name]
+        local good, res = call_step(st, st.compensate, sc)
+        if good then return true end
+        return nil, res
+      end)
+      if not ok then
+        local e = tostring(r)
+        write(inst, { ev(inst, "compensation_failed", st.name, attempt, encode({ error = e }, "error")),
+          set_state(inst, "compensation_failed", nil, encode({ error = cause, compensation = e }, "error")) })
+        finish(inst, "compensation_failed", nil, cause)
+        if def.on_compensation_failed then pcall(def.on_compensation_failed, inst.id, st.name, e) end
+        io.stderr:write(("orrery.saga: %s %s: compensation of '%s' failed: %s\n"):format(def.name, inst.id, st.name, e))
+        return nil, cause
+      end
+    end
+    write(inst, { ev(inst, "compensated", st.name, nil, nil) })
+  end
+  write(inst, { ev(inst, "finished", nil, nil, encode({ state = "compensated" }, "state")),
+    set_state(inst, "compensated", nil, encode(cause, "error")) })
+  finish(inst, "compensated", nil, cause)
+  return nil, cause
+end
+
+-- Starts compensating: done (and possibly applied) steps before `upto`,
+-- plus `upto` itself when `applied`.
+local function begin_compensation(inst, upto, applied, cause, pre)
+  local todo = {}
+  local last = applied and upto or upto - 1
+  for i = last, 1, -1 do
+    if inst.done[i] or i == upto then todo[#todo + 1] = i end
+  end
+  local names = {}
+  for k, i in ipairs(todo) do names[k] = inst.def.steps[i].name end
+  local b = pre or {}
+  b[#b + 1] = ev(inst, "compensating", nil, nil, encode({ error = cause, steps = names }, "plan"))
+  b[#b + 1] = set_state(inst, "compensating", nil, encode(cause, "error"))
+  write(inst, b)
+  inst.state = "compensating"
+  return compensate(inst, todo, cause)
+end
+
+-- Runs steps from index `from`; the start of attempt 1 of step `from` is
+-- already durable.
+local function forward(inst, from)
+  local def, steps = inst.def, inst.def.steps
+  local i = from
+  while i <= #steps do
+    local st = steps[i]
+    local attempt = 0
+    local applied = false
+    local ok, r = st.retry:call(function()
+      attempt = attempt + 1
+      if attempt > 1 then write(inst, { ev(inst, "step_started", st.name, attempt, nil) }) end
+      local good, res, maybe = call_step(st, st.action, step_ctx(inst, st, attempt))
+      if good then return res end
+      applied = applied or maybe
+      if attempt >= 1 then
+        -- the failure is recorded with the next start (or the end)
+        inst.last_err = tostring(res)
+      end
+      return nil, tostring(res)
+    end)
+    if ok == nil then
+      local cause = tostring(r or inst.last_err)
+      local pre = { ev(inst, "step_failed", st.name, attempt, encode({ error = cause, applied = applied }, "error")) }
+      return begin_compensation(inst, i, applied, cause, pre)
+    end
+    inst.results[st.name] = ok
+    inst.done[i] = true
+    local data = encode(ok, "the result of step '" .. st.name .. "'")
+    if i == #steps then
+      write(inst, { ev(inst, "step_done", st.name, attempt, data),
+        ev(inst, "finished", nil, nil, encode({ state = "completed" }, "state")),
+        set_state(inst, "completed", data, nil) })
+      finish(inst, "completed", ok, nil)
+      return ok
+    end
+    write(inst, { ev(inst, "step_done", st.name, attempt, data),
+      ev(inst, "step_started", steps[i + 1].name, 1, nil) })
+    i = i + 1
+  end
+end
+
+local function new_inst(def, id, key, input)
+  return { def = def, journal = def.journal, id = id, key = key, input = input, seq = 0,
+    results = {}, done = {}, state = "running" }
+end
+
+local function run_inst(inst, from)
+  local ok, r, e = pcall(forward, inst, from)
+  if not ok then
+    -- a journal failure: the instance stays as recorded, to be recovered
+    finish(inst, "running", nil, tostring(r))
+    return nil, tostring(r)
+  end
+  return r, e
+end
+
+local function same(a, b) return a == b end
+
+-- Creates the instance (or finds the one with its key). Returns inst, nil
+-- for a new one; nil, row for an existing one; nil, nil, err.
+local function create(def, input, key)
+  local id = new_id()
+  local inp = encode(input, "the saga input")
+  local inst = new_inst(def, id, key, input)
+  local t = now()
+  local ok, err = def.journal.db:batch {
+    { "INSERT INTO saga_instances (id, key, name, version, state, input, created, updated) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+      id, key, def.name, def.version, inp, t, t, n = 8 },
+    ev(inst, "started", nil, nil, inp),
+    ev(inst, "step_started", def.steps[1].name, 1, nil),
+  }
+  if ok then return inst end
+  if key and tostring(err):match("UNIQUE") then
+    local rows = assert(def.journal.db:exec("SELECT * FROM saga_instances WHERE key = ?", key))
+    local row = rows[1]
+    if row then
+      if row.name ~= def.name or not same(row.input, inp) then return nil, nil, "key_conflict" end
+      return nil, row
+    end
+  end
+  return nil, nil, err
+end
+
+local function wait_existing(def, row)
+  while not FINAL[row.state] do
+    local w = def.inflight[row.id]
+    if not w then break end -- running in another process, or recovering later
+    local ch = orrery.chan()
+    w[#w + 1] = ch
+    ch:recv()
+    row = assert(def.journal.db:exec("SELECT * FROM saga_instances WHERE id = ?", row.id))[1]
+  end
+  if row.state == "completed" then return row.result and json.decode(row.result) end
+  if FINAL[row.state] then return nil, row.error and json.decode(row.error) or row.state end
+  return nil, row.state, row.id
+end
+
+local RUN_OPTS = { key = true }
+
+--- def:run(input [, { key }]) -> result | nil, err
+function Def:run(input, opts)
+  if getmetatable(self) ~= Def then error("orrery.saga.run: bad self (call it as def:run(...))", 2) end
+  opts = check.opts("orrery.saga.run", opts, RUN_OPTS, 3, 2)
+  local key = opts.key
+  if key ~= nil and type(key) ~= "string" then check.bad_opt("orrery.saga.run", "key", "string", key, 3) end
+  local inst, row, err = create(self, input, key)
+  if not inst then
+    if row then return wait_existing(self, row) end
+    return nil, err
+  end
+  self.inflight[inst.id] = {}
+  return run_inst(inst, 1)
+end
+
+--- def:start(input [, { key }]) -> id | nil, err
+function Def:start(input, opts)
+  if getmetatable(self) ~= Def then error("orrery.saga.start: bad self (call it as def:start(...))", 2) end
+  opts = check.opts("orrery.saga.start", opts, RUN_OPTS, 3, 2)
+  local key = opts.key
+  if key ~= nil and type(key) ~= "string" then check.bad_opt("orrery.saga.start", "key", "string", key, 3) end
+  local inst, row, err = create(self, input, key)
+  if not inst then
+    if row then return row.id end
+    return nil, err
+  end
+  self.inflight[inst.id] = {}
+  orrery.go(run_inst, inst, 1)
+  return inst.id
+end
+
+--- def:wait(id) -> as def:run's result, once the instance has finished
+function Def:wait(id)
+  local row = assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", id, id))[1]
+  if not row then return nil, "not_found" end
+  return wait_existing(self, row)
+end
+
+--- def:get(key_or_id) -> { id, key, state, input, result, error, history } | nil, "not_found"
+function Def:get(key_or_id)
+  return self.journal:get(key_or_id)
+end
+
+-- Rebuilds an instance from its journal and carries it on.
+local function resume(def, row)
+  local evs = assert(def.journal.db:exec("SELECT * FROM saga_events WHERE instance = ? ORDER BY seq", row.id))
+  local inst = new_inst(def, row.id, row.key, row.input and json.decode(row.input))
+  inst.seq = #evs > 0 and evs[#evs].seq or 0
+  local started, plan, comp_done, cause = {}, nil, {}, nil
+  for _, e in ipairs(evs) do
+    local st = e.step and def.by_name[e.step]
+    if e.kind == "step_started" and st then started[st.index] = true
+    elseif e.kind == "step_done" and st then
+      inst.done[st.index] = true
+      inst.results[st.name] = e.data and json.decode(e.data)
+    elseif e.kind == "compensating" then
+      local d = json.decode(e.data)
+      plan, cause = d.steps, d.error
+    elseif e.kind == "compensated" and st then comp_done[st.name] = true
+    elseif e.kind == "finished" then return "finished" end
+  end
+  def.inflight[inst.id] = def.inflight[inst.id] or {}
+  if plan then
+    inst.state = "compensating"
+    local todo = {}
+    for _, name in ipairs(plan) do
+      if not comp_done[name] and def.by_name[name] then todo[#todo + 1] = def.by_name[name].index end
+    end
+    write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "compensating" }, "state")) })
+    return pcall(compensate, inst, todo, cause)
+  end
+  -- Running: the first step not done.
+  local next_i = 1
+  while inst.done[next_i] do next_i = next_i + 1 end
+  if next_i > #def.steps then
+    -- every step done but the end not recorded
+    local last = def.steps[#def.steps]
+    write(inst, { ev(inst, "finished", nil, nil, encode({ state = "completed" }, "state")),
+      set_state(inst, "completed", encode(inst.results[last.name], "result"), nil) })
+    finish(inst, "completed", inst.results[last.name])
+    return true
+  end
+  local st = def.steps[next_i]
+  if started[next_i] and st.recovery == "compensate" and not st.forward then
+    return pcall(begin_compensation, inst, next_i, true, "recovered: step '" .. st.name .. "' was interrupted",
+      { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")) })
+  end
+  write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")),
+    ev(inst, "step_started", st.name, 1, nil) })
+  return run_inst(inst, next_i)
+end
+
+--- def:recover() -> number of instances taken up. Safe to run twice: an
+--- instance already running in this process is left alone.
+function Def:recover()
+  local rows = assert(self.journal.db:exec(
+    "SELECT * FROM saga_instances WHERE name = ? AND state IN ('running', 'compensating')", self.name))
+  local n = 0
+  local outs = {}
+  for _, row in ipairs(rows) do
+    if not self.inflight[row.id] then
+      n = n + 1
+      self.inflight[row.id] = {}
+      local ch = orrery.chan(1)
+      outs[#outs + 1] = ch
+      orrery.go(function()
+        local ok, e = pcall(resume, self, row)
+        if not ok then io.stderr:write("orrery.saga: recovering ", row.id, ": ", tostring(e), "\n") end
+        ch:send(true)
+      end)
+    end
+  end
+  for _, ch in ipairs(outs) do ch:recv() end
+  return n
+end
+
+--- def:retry(id) -> result | nil, err: runs the compensations still owed
+--- by an instance in compensation_failed again.
+function Def:retry(id)
+  local row = assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", id, id))[1]
+  if not row then return nil, "not_found" end
+  if row.state ~= "compensation_failed" then return nil, "not_failed" end
+  assert(self.journal.db:exec("UPDATE saga_instances SET state = 'compensating' WHERE id = ?", row.id))
+  row.state = "compensating"
+  self.inflight[row.id] = {}
+  local ok, r, e = pcall(resume, self, row)
+  if not ok then return nil, r end
+  return wait_existing(self, assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ?", row.id))[1])
+end
+
+M.Journal = Journal
+return M

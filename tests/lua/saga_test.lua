@@ -1,0 +1,244 @@
+-- SPDX-License-Identifier: MIT
+-- saga_test.lua -- orrery.saga with in-process fake services on a real
+-- SQLite journal: every failure point and the compensation order, retries,
+-- compensation failure and its retry by hand, the pivot, duplicate keys
+-- and key conflicts, step deadlines, and recovery after the process
+-- running an instance was killed with SIGKILL in the middle of a step.
+local T = require "orrery.test"
+local orrery = require "orrery"
+local saga = require "orrery.saga"
+
+local function tmpdb()
+  local p = io.popen("mktemp -d")
+  local d = p:read("*l")
+  p:close()
+  return d .. "/saga.db"
+end
+
+-- Three fake services that log what they are asked to do.
+local function order_saga(journal, opts)
+  opts = opts or {}
+  local log = {}
+  local function service(name, undo)
+    return function(sc)
+      log[#log + 1] = name
+      local f = opts.fail and opts.fail[name]
+      if f and f(sc) then return nil, name .. " failed" end
+      return { by = name, key = sc.key, attempt = sc.attempt }
+    end, function(sc)
+      log[#log + 1] = undo
+      local f = opts.fail and opts.fail[undo]
+      if f and f(sc) then return nil, undo .. " failed" end
+      return true
+    end
+  end
+  local create, cancel = service("create", "cancel")
+  local charge, refund = service("charge", "refund")
+  local reserve, release = service("reserve", "release")
+  local ship, unship = service("ship", "unship")
+  local def = saga.define {
+    name = opts.name or "order", journal = journal, recover = false,
+    steps = {
+      { name = "create", action = create, compensate = cancel },
+      { name = "charge", action = charge, compensate = refund, retry = opts.charge_retry,
+        compensate_retry = { max_attempts = 2, initial = 0 } },
+      { name = "reserve", action = reserve, compensate = release, timeout = opts.reserve_timeout,
+        pivot = opts.pivot_reserve },
+      { name = "ship", action = ship, compensate = unship },
+    },
+  }
+  return def, log
+end
+
+T.test("a saga that succeeds runs every step once, in order, and records it all", function()
+  local def, log = order_saga(tmpdb())
+  local r, err = def:run({ item = "apple" }, { key = "order-1" })
+  T.eq(err, nil)
+  T.eq(r.by, "ship")
+  T.match(r.key, ":ship$")
+  T.eq(log, { "create", "charge", "reserve", "ship" })
+  local g = assert(def:get("order-1"))
+  T.eq(g.state, "completed")
+  T.eq(g.input, { item = "apple" })
+  T.eq(g.result.by, "ship")
+  local kinds = {}
+  for _, e in ipairs(g.history) do kinds[#kinds + 1] = e.kind .. (e.step and ("/" .. e.step) or "") end
+  T.eq(kinds, { "started", "step_started/create", "step_done/create", "step_started/charge",
+    "step_done/charge", "step_started/reserve", "step_done/reserve", "step_started/ship",
+    "step_done/ship", "finished" })
+end)
+
+T.test("a failure at each step compensates the steps before it, last first", function()
+  local undo = { create = {}, charge = { "cancel" }, reserve = { "refund", "cancel" },
+    ship = { "release", "refund", "cancel" } }
+  local journal = tmpdb()
+  for _, at in ipairs { "create", "charge", "reserve", "ship" } do
+    local def, log = order_saga(journal, { name = "fail-" .. at,
+      fail = { [at] = function() return true end } })
+    local r, err = def:run({})
+    T.eq({ r, err }, { nil, at .. " failed" })
+    local expect = { "create", "charge", "reserve", "ship" }
+    local i = 1
+    while expect[i] ~= at do i = i + 1 end
+    local want = {}
+    for k = 1, i do want[k] = expect[k] end
+    for _, u in ipairs(undo[at]) do want[#want + 1] = u end
+    T.eq(log, want, "failure at " .. at)
+  end
+end)
+
+T.test("a step is retried by its policy with a stable idempotency key", function()
+  local keys = {}
+  local def, log = order_saga(tmpdb(), {
+    charge_retry = { max_attempts = 3, initial = 0 },
+    fail = { charge = function(sc) keys[#keys + 1] = sc.key; return sc.attempt < 3 end } })
+  local r = assert(def:run({}, { key = "k" }))
+  T.eq(r.by, "ship")
+  T.eq(log, { "create", "charge", "charge", "charge", "reserve", "ship" })
+  T.eq(#keys, 3)
+  T.eq(keys[1], keys[3])
+  local id = def:get("k").id
+  T.eq(keys[1], id .. ":charge")
+  local starts = 0
+  for _, e in ipairs(def:get("k").history) do
+    if e.kind == "step_started" and e.step == "charge" then starts = starts + 1 end
+  end
+  T.eq(starts, 3)
+end)
+
+T.test("a compensation that keeps failing leaves compensation_failed; retry finishes it", function()
+  local broken = true
+  local def, log = order_saga(tmpdb(), { fail = {
+    reserve = function() return true end,
+    refund = function() return broken end } })
+  local r, err = def:run({}, { key = "stuck" })
+  T.eq({ r, err }, { nil, "reserve failed" })
+  T.eq(def:get("stuck").state, "compensation_failed")
+  T.eq(log, { "create", "charge", "reserve", "refund", "refund" })
+  broken = false
+  local r2, err2 = def:retry("stuck")
+  T.eq(r2, nil)
+  T.eq(err2, "reserve failed")
+  T.eq(def:get("stuck").state, "compensated")
+  -- the refund ran again, then the cancel that was still owed
+  T.eq(log, { "create", "charge", "reserve", "refund", "refund", "refund", "cancel" })
+  T.eq({ def:retry("stuck") }, { nil, "not_failed" })
+end)
+
+T.test("after the pivot the saga only moves forward", function()
+  local n = 0
+  local def, log = order_saga(tmpdb(), { pivot_reserve = true,
+    fail = { ship = function() n = n + 1; return n < 4 end } })
+  local r = assert(def:run({}))
+  T.eq(r.by, "ship")
+  T.eq(log, { "create", "charge", "reserve", "ship", "ship", "ship", "ship" })
+end)
+
+T.test("the same key returns the same instance; a different input is key_conflict", function()
+  local def, log = order_saga(tmpdb())
+  local a = assert(def:run({ n = 1 }, { key = "dup" }))
+  local b = assert(def:run({ n = 1 }, { key = "dup" }))
+  T.eq(a, b)
+  T.eq(#log, 4, "ran once")
+  T.eq({ def:run({ n = 2 }, { key = "dup" }) }, { nil, "key_conflict" })
+  -- concurrent duplicates while the first is in flight wait for it
+  local gate = orrery.chan()
+  local def2, log2 = order_saga(tmpdb(), { name = "gated",
+    fail = { charge = function() gate:recv(); return false end } })
+  local out1 = T.spawn(function() return def2:run({}, { key = "g" }) end)
+  local out2 = T.spawn(function() return def2:run({}, { key = "g" }) end)
+  orrery.yield()
+  gate:send(true)
+  local r1, r2 = out1:recv(), out2:recv()
+  T.eq(r1[1], true)
+  T.eq(r2[1], true)
+  T.eq(r1[2], r2[2])
+  T.eq(#log2, 4, "the duplicate did not run the steps again")
+end)
+
+T.test("a step past its deadline fails with timeout and is compensated too", function()
+  local def, log = order_saga(tmpdb(), { reserve_timeout = 0.05, fail = {
+    reserve = function(sc) orrery.sleep(10); return false end } })
+  local r, err = def:run({}, { key = "slow" })
+  T.eq(r, nil)
+  T.eq(err, "timeout")
+  T.eq(log, { "create", "charge", "reserve", "release", "refund", "cancel" })
+  T.eq(def:get("slow").state, "compensated")
+end)
+
+T.test("start runs in the background; wait and get see the outcome", function()
+  local def = order_saga(tmpdb())
+  local id = assert(def:start({ x = 1 }, { key = "bg" }))
+  T.eq(def:start({ x = 1 }, { key = "bg" }), id)
+  local r = assert(def:wait(id))
+  T.eq(r.by, "ship")
+  T.eq(def:get(id).state, "completed")
+  T.eq({ def:get("nope") }, { nil, "not_found" })
+end)
+
+-- The child runs the saga and kills itself with SIGKILL inside `at`.
+local CHILD = [[
+  local saga = require "orrery.saga"
+  local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+  local at, journal, mode = ...
+  local def = saga.define { name = "crashy", journal = journal, recover = false, steps = {
+    { name = "a", action = function() return "a" end, compensate = function() return true end },
+    { name = "b", action = function(sc)
+        if at == "b" then os.execute("kill -9 " .. pid) end
+        return "b" end, compensate = function() return true end, recovery = mode },
+    { name = "c", action = function() return "c" end },
+  } }
+  def:run({ v = 1 }, { key = "crash-1" })
+]]
+
+local function crash_then_recover(mode)
+  local journal = tmpdb()
+  local status = T.script(CHILD, { args = { "b", journal, mode } })
+  T.eq(status, 137, "the child was killed")
+  local log = {}
+  local def = saga.define { name = "crashy", journal = journal, recover = false, steps = {
+    { name = "a", action = function() log[#log + 1] = "a"; return "a" end,
+      compensate = function() log[#log + 1] = "undo a"; return true end },
+    { name = "b", action = function(sc) log[#log + 1] = "b " .. sc.key:match(":(.*)"); return "b" end,
+      compensate = function() log[#log + 1] = "undo b"; return true end, recovery = mode },
+    { name = "c", action = function() log[#log + 1] = "c"; return "c" end },
+  } }
+  T.eq(def:get("crash-1").state, "running")
+  T.eq(def:recover(), 1)
+  T.eq(def:recover(), 0, "recovery is safe to run twice")
+  return def, log
+end
+
+T.test("recovery re-runs an interrupted step with the same key", function()
+  local def, log = crash_then_recover("retry")
+  T.eq(log, { "b b", "c" })
+  local g = def:get("crash-1")
+  T.eq(g.state, "completed")
+  T.eq(g.result, "c")
+end)
+
+T.test("recovery compensates an interrupted step whose definition says so", function()
+  local def, log = crash_then_recover("compensate")
+  T.eq(log, { "undo b", "undo a" })
+  T.eq(def:get("crash-1").state, "compensated")
+end)
+
+T.test("bad definitions and arguments raise errors naming the function", function()
+  local j = tmpdb()
+  local ok = { name = "x", action = function() end }
+  T.raises(function() saga.define(42) end, "orrery.saga.define: bad argument #1")
+  T.raises(function() saga.define { name = "x", journal = j } end, "bad option 'steps'")
+  T.raises(function() saga.define { name = "x", journal = j, steps = { { name = "a" } } } end,
+    "step 'a': bad option 'action'")
+  T.raises(function() saga.define { name = "x", journal = j, steps = { ok, ok } } end,
+    "duplicate step name 'x'")
+  T.raises(function() saga.define { name = "x", journal = j, steps = { { name = "a", action = print, colour = 1 } } } end,
+    "unknown option 'colour'")
+  T.raises(function() saga.define { name = "x", journal = 7, steps = { ok } } end, "bad option 'journal'")
+  T.raises(function() saga.journal(nil) end, "orrery.saga.journal: bad argument #1")
+  local def = saga.define { name = "x", journal = j, steps = { ok }, recover = false }
+  T.raises(function() def:run({}, { kee = 1 }) end, "orrery.saga.run: unknown option 'kee'")
+  T.raises(function() def:run({}, { key = 1 }) end, "bad option 'key'")
+  T.raises(function() def:run(function() end) end, "cannot be journaled")
+  T.eq({ saga.journal("postgresql://x") }, { nil, "saga: unsupported journal URL postgresql://x" })
+end)
