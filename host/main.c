@@ -18,6 +18,7 @@ static const char usage[] =
     "       orrery repl\n"
     "       orrery attach SOCKET\n"
     "       orrery test [paths...]\n"
+    "       orrery saga ls|show|retry|skip JOURNAL [ID] [--json]\n"
     "\n"
     "options:\n"
     "  -e code     run code as the main coroutine\n"
@@ -198,6 +199,10 @@ int main(int argc, char **argv) {
   } else if (!strcmp(argv[1], "test")) {
     modname = "orrery.testrunner";
     first = 2;
+  } else if (!strcmp(argv[1], "saga")) {
+    modname = "orrery.saga_cli";
+    first = 2;
+    console = NULL;
   } else if (!strcmp(argv[1], "attach")) {
     modname = "orrery.attach";
     first = 2;

@@ -130,7 +130,7 @@ Def.__index = Def
 local STEP_OPTS = { name = true, action = true, compensate = true, retry = true, timeout = true,
   breaker = true, limiter = true, pivot = true, recovery = true, compensate_retry = true }
 local DEF_OPTS = { name = true, version = true, steps = true, journal = true, recover = true,
-  on_compensation_failed = true }
+  recover_interval = true, on_compensation_failed = true }
 
 local function encode(v, what)
   if v == nil then return nil end
@@ -203,10 +203,19 @@ function M.define(spec)
   end
   local def = setmetatable({ name = spec.name, version = version, steps = steps, by_name = by_name,
     pivot = pivot, journal = j, inflight = {}, on_compensation_failed = spec.on_compensation_failed }, Def)
+  local every = spec.recover_interval
+  if every == nil then every = 10 end
+  if every ~= false and (type(every) ~= "number" or every <= 0) then
+    check.bad_opt(F, "recover_interval", "positive number of seconds or false", every, 3)
+  end
   if spec.recover ~= false then
+    -- A pass at once, then one every `every` seconds: it takes up the
+    -- instances that `orrery saga retry|skip` handed back.
     orrery.go(function()
-      local ok, e = pcall(def.recover, def)
-      if not ok then io.stderr:write("orrery.saga: recovery of '", def.name, "' failed: ", tostring(e), "\n") end
+      repeat
+        local ok, e = pcall(def.recover, def)
+        if not ok then io.stderr:write("orrery.saga: recovery of '", def.name, "' failed: ", tostring(e), "\n") end
+      until not every or not orrery.sleep(every)
     end)
   end
   return def

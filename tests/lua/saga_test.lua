@@ -242,3 +242,59 @@ T.test("bad definitions and arguments raise errors naming the function", functio
   T.raises(function() def:run(function() end) end, "cannot be journaled")
   T.eq({ saga.journal("postgresql://x") }, { nil, "saga: unsupported journal URL postgresql://x" })
 end)
+
+T.test("orrery saga ls|show|retry|skip: the operator's view of a journal", function()
+  local json = require "orrery.json"
+  local journal = tmpdb()
+  local broken = true
+  local def, log = order_saga(journal, { fail = {
+    ship = function() return true end,
+    refund = function() return broken end } })
+  T.eq({ def:run({ n = 1 }, { key = "cli-1" }) }, { nil, "ship failed" })
+  assert(def:run({ n = 2 }, { key = "cli-2" }) == nil)
+  local st, out = T.run { "saga", "ls", journal }
+  T.eq(st, 0)
+  T.match(out, "cli%-1%s+order%s+compensation_failed")
+  T.match(out, "2 instances: 2 compensation_failed")
+  st, out = T.run { "saga", "ls", journal, "--json", "--state", "compensation_failed" }
+  T.eq(st, 0)
+  local rows = json.decode(out)
+  T.eq(#rows, 2)
+  T.eq(rows[1].key, "cli-1")
+  T.eq(rows[1].error, "ship failed (compensation: refund failed)")
+  st, out = T.run { "saga", "show", journal, "cli-1" }
+  T.eq(st, 0)
+  T.match(out, "state    compensation_failed")
+  T.match(out, "step_failed%s+ship%s+1%s+[%d.]+ms%s+ship failed")
+  T.match(out, "compensation_failed%s+charge")
+  st, out = T.run { "saga", "show", journal, "cli-1", "--json" }
+  local shown = json.decode(out)
+  T.eq(shown.state, "compensation_failed")
+  T.eq(shown.history[1].kind, "started")
+  -- retry hands cli-1 back; skip marks cli-2's refund as done by hand
+  broken = false
+  st, out = T.run { "saga", "retry", journal, "cli-1" }
+  T.eq(st, 0, out)
+  st, out = T.run { "saga", "skip", journal, "cli-2" }
+  T.eq(st, 0, out)
+  T.eq(def:get("cli-1").state, "compensating")
+  local before = #log
+  T.eq(def:recover(), 2)
+  T.eq(def:get("cli-1").state, "compensated")
+  T.eq(def:get("cli-2").state, "compensated")
+  local ran = {}
+  for i = before + 1, #log do ran[#ran + 1] = log[i] end
+  table.sort(ran)
+  T.eq(ran, { "cancel", "cancel", "refund" }, "one refund retried, one skipped")
+  -- errors
+  st = T.run { "saga", "retry", journal, "cli-1" }
+  T.eq(st, 1)
+  local _, _, err = T.run { "saga", "show", journal, "nope" }
+  T.match(err, "no instance nope")
+  st, _, err = T.run { "saga", "ls", "/nonexistent.db" }
+  T.eq(st, 1)
+  T.match(err, "no journal at /nonexistent.db")
+  st, _, err = T.run { "saga", "frob", journal }
+  T.eq(st, 2)
+  T.match(err, "unknown command 'frob'")
+end)
