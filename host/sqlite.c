@@ -992,6 +992,15 @@ static int l_result(lua_State *L) {
   return 2;
 }
 
+/* release(op): the waiter gave up (a timeout, a cancel); the operation
+ * still runs, and a transaction it begins is rolled back. */
+static int l_release(lua_State *L) {
+  op_ud *ud = luaL_checkudata(L, 1, OP_MT);
+  if (ud->op) op_unref_lua(ud->op);
+  ud->op = NULL;
+  return 0;
+}
+
 static int op_gc(lua_State *L) {
   op_ud *ud = lua_touserdata(L, 1);
   if (ud->op) op_unref_lua(ud->op);
@@ -1086,10 +1095,10 @@ static int l_version(lua_State *L) {
 }
 
 int luaopen_orrery_sqlite_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"new", l_new},         {"exec", l_exec},
-                                 {"batch", l_batch},     {"ctl", l_ctl},
-                                 {"result", l_result},   {"stats", l_stats},
-                                 {"version", l_version}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"new", l_new},     {"exec", l_exec},       {"batch", l_batch},
+      {"ctl", l_ctl},     {"result", l_result},   {"release", l_release},
+      {"stats", l_stats}, {"version", l_version}, {NULL, NULL}};
   luaL_newmetatable(L, DB_MT);
   lua_pushcfunction(L, db_gc);
   lua_setfield(L, -2, "__gc");

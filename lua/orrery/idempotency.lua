@@ -51,6 +51,47 @@ end
 
 -- -- The HTTP middleware --
 
+-- A JSON body in a canonical form (object keys sorted), so that the same
+-- request encoded by another process (key order is not fixed) matches.
+local function canon(v, out)
+  local t = type(v)
+  if t == "table" then
+    if json.is_array(v) or (next(v) == nil and not json.is_object(v)) or v[1] ~= nil then
+      out[#out + 1] = "["
+      for i = 1, #v do
+        if i > 1 then out[#out + 1] = "," end
+        canon(v[i], out)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = json.encode(k) .. ":"
+        canon(v[k], out)
+      end
+      out[#out + 1] = "}"
+    end
+  else
+    out[#out + 1] = json.encode(v)
+  end
+end
+
+local function canonical_body(req, body)
+  local ct = req:header("content-type") or ""
+  if not ct:find("json", 1, true) then return body end
+  local ok, v = pcall(json.decode, body)
+  if not ok then return body end
+  local out = {}
+  canon(v, out)
+  return table.concat(out)
+end
+
+local TRANSIENT = { [408] = true, [409] = true, [425] = true, [429] = true }
+
 local MW_OPTS = { store = true, header = true, ttl = true, lock_timeout = true, methods = true,
   table = true }
 
@@ -89,7 +130,13 @@ function M.middleware(opts)
   local SEL = sql(("SELECT fingerprint, state, status, body, headers, created FROM %s WHERE key = ?"):format(tbl))
   local DEL = sql(("DELETE FROM %s WHERE key = ? AND created = ?"):format(tbl))
   local DONE = sql(("UPDATE %s SET state = 'done', status = ?, body = ?, headers = ? WHERE key = ?"):format(tbl))
-  local now = require("orrery").wall_now or os.time
+  local now = require("orrery.ffi").orrery_ffi_wall_now
+  -- The key's records are written whatever happens to the request (a
+  -- client that hangs up cancels its handler's context): a record left
+  -- in_flight would answer 409 to every retry until lock_timeout.
+  local sched = require "orrery.sched"
+  local keep = require("orrery.context").without_cancel(require("orrery.context").background())
+  local function store(sql_, ...) return sched.with_ctx(keep, db.exec, db, sql_, ...) end
 
   local function replay(row)
     local hs = row.headers and json.decode(row.headers) or {}
@@ -111,15 +158,20 @@ function M.middleware(opts)
     setup()
     local body = req:body()
     if not body then return next(req) end -- the handler reports the body's error
-    local fp = sha256(req.method .. " " .. req.path .. "?" .. (req.raw_query or "") .. "\n" .. body)
+    local fp = sha256(req.method .. " " .. req.path .. "?" .. (req.raw_query or "") .. "\n" ..
+      canonical_body(req, body))
     for _ = 1, 3 do
       local t = now()
-      local _, info = must(db:exec(INS, key, fp, t))
+      local _, info = must(store(INS, key, fp, t))
       if info.changes == 1 then
         -- This request owns the key: run it, then store what it answered.
         local ok, status, rbody, headers = pcall(next, req)
-        if not ok or type(status) ~= "number" or status >= 500 then
-          db:exec(DEL, key, t) -- a failure is not kept: a retry runs again
+        -- Kept: final answers. Not kept (a retry runs again): failures,
+        -- transient statuses, and answers to a client that hung up (its
+        -- handler ran with a cancelled context).
+        local cur = require("orrery.context").current()
+        if not ok or type(status) ~= "number" or status >= 500 or TRANSIENT[status] or cur.e then
+          store(DEL, key, t) -- a failure is not kept: a retry runs again
           if not ok then error(status, 0) end
           return status, rbody, headers
         end
@@ -130,14 +182,14 @@ function M.middleware(opts)
           stored = json.encode { t = "raw", v = tostring(rbody) }
         end
         local hs = headers and json.try_encode(headers) or nil
-        db:exec(DONE, status, stored, hs, key)
+        store(DONE, status, stored, hs, key)
         return status, rbody, headers
       end
-      local row = must(db:exec(SEL, key))[1]
+      local row = must(store(SEL, key))[1]
       if row then
         local expired = now() - row.created > (row.state == "done" and ttl or lock)
         if expired then
-          db:exec(DEL, key, row.created) -- stale: taken over on the next pass
+          store(DEL, key, row.created) -- stale: taken over on the next pass
         elseif row.fingerprint ~= fp then
           return 422, { error = "this " .. header .. " was used with a different request" }
         elseif row.state == "in_flight" then

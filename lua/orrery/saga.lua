@@ -21,7 +21,7 @@ local M = {}
 M.STATES = { "running", "compensating", "completed", "compensated", "compensation_failed" }
 local FINAL = { completed = true, compensated = true, compensation_failed = true }
 
-local now = orrery.wall_now or os.time
+local now = require("orrery.ffi").orrery_ffi_wall_now
 
 -- -- Identifiers --
 
@@ -95,7 +95,7 @@ end
 
 -- Writes the batch; it is durable when this returns.
 local function write(inst, stmts)
-  local ok, err = inst.journal.db:batch(stmts)
+  local ok, err = inst.journal.db:batch_uncancelled(stmts)
   if not ok then error("saga: journal write failed: " .. tostring(err), 0) end
 end
 
@@ -226,6 +226,7 @@ end
 -- Runs fn(sc) for a step under its timeout, breaker and limiter. Returns
 -- ok, result_or_err, maybe_applied (the call may have taken effect).
 local function call_step(st, fn, sc)
+  local outer = context.current()
   local ctx, cancel
   if st.timeout then ctx, cancel = context.with_timeout(st.timeout) else ctx = context.current() end
   sc.ctx = ctx
@@ -246,6 +247,11 @@ local function call_step(st, fn, sc)
   local r = sched.pack(pcall(sched.with_ctx, ctx, body))
   local timed_out = ctx.e == "timeout" or (ctx.err and ctx:err() == "timeout")
   if cancel then cancel() end
+  if outer.e then
+    -- the instance's own context ended (a shutdown): not the step's
+    -- failure; the instance is left as recorded, for recovery
+    error("saga: " .. tostring(outer.e) .. "; the instance is left for recovery", 0)
+  end
   if not r[1] then return false, r[2], timed_out end
   if r[2] == nil then
     return false, r[3] == nil and "failed" or r[3], timed_out or r[3] == "timeout"
@@ -331,7 +337,9 @@ local function forward(inst, from)
   while i <= #steps do
     local st = steps[i]
     local attempt = 0
-    local applied = false
+    -- A step interrupted by a crash may have taken effect: whatever its
+    -- later attempts say, it is compensated if the saga turns back.
+    local applied = inst.interrupted == i
     local ok, r = st.retry:call(function()
       attempt = attempt + 1
       if attempt > 1 then write(inst, { ev(inst, "step_started", st.name, attempt, nil) }) end
@@ -374,6 +382,7 @@ local function run_inst(inst, from)
   local ok, r, e = pcall(forward, inst, from)
   if not ok then
     -- a journal failure: the instance stays as recorded, to be recovered
+    io.stderr:write(("orrery.saga: %s %s: %s\n"):format(inst.def.name, inst.id, tostring(r)))
     finish(inst, "running", nil, tostring(r))
     return nil, tostring(r)
   end
@@ -450,7 +459,9 @@ function Def:start(input, opts)
     return nil, err
   end
   self.inflight[inst.id] = {}
-  orrery.go(run_inst, inst, 1)
+  -- Under the root context: the instance outlives the caller (a request
+  -- handler whose context ends with its response).
+  sched.spawn(sched.root, run_inst, inst, 1)
   return inst.id
 end
 
@@ -510,6 +521,7 @@ local function resume(def, row)
     return pcall(begin_compensation, inst, next_i, true, "recovered: step '" .. st.name .. "' was interrupted",
       { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")) })
   end
+  if started[next_i] then inst.interrupted = next_i end
   write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")),
     ev(inst, "step_started", st.name, 1, nil) })
   return run_inst(inst, next_i)

@@ -27,7 +27,20 @@ end
 local function wait(r, slot, op)
   if r ~= PARKED then return r, slot end
   local code = park(slot)
-  if code < 0 then return nil, wake_err(code) end
+  if code < 0 then
+    core.release(op) -- it still runs; a BEGIN nobody waits for rolls back
+    return nil, wake_err(code)
+  end
+  return core.result(op)
+end
+
+-- A wait that neither a timeout nor a cancellation ends: for writes whose
+-- caller must know the outcome (the saga journal). The coroutine resumes
+-- only when the operation's job wakes it.
+local yield = coroutine.yield
+local function wait_hard(r, slot, op)
+  if r ~= PARKED then return r, slot end
+  yield()
   return core.result(op)
 end
 
@@ -106,6 +119,12 @@ function DB:batch(stmts)
   check_db(self, "orrery.sqlite.batch")
   check_stmts("orrery.sqlite.batch", stmts)
   return wait(core.batch(self.h, false, 0, -1, stmts))
+end
+
+-- db:batch_uncancelled(stmts): db:batch whose wait a cancelled context
+-- does not end (internal: orrery.saga's journal).
+function DB:batch_uncancelled(stmts)
+  return wait_hard(core.batch(self.h, false, 0, -1, stmts))
 end
 
 local TX = {}
