@@ -11,6 +11,7 @@ static const luaL_Reg preload[] = {
     {"orrery.net.core", luaopen_orrery_net_core},
     {"orrery.http.core", luaopen_orrery_http_core},
     {"orrery.http.client.core", luaopen_orrery_http_client_core},
+    {"orrery.pg.core", luaopen_orrery_pg_core},
     {NULL, NULL},
 };
 
