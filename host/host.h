@@ -291,6 +291,9 @@ int luaopen_orrery_http_core(lua_State *L);
 int luaopen_orrery_http_client_core(lua_State *L);
 int luaopen_orrery_sqlite_core(lua_State *L);
 
+/* pg.c */
+int luaopen_orrery_pg_core(lua_State *L);
+
 /* repl.c */
 int repl_readline(lua_State *L);
 void repl_close(host_t *h);

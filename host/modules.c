@@ -12,6 +12,7 @@ static const luaL_Reg preload[] = {
     {"orrery.http.core", luaopen_orrery_http_core},
     {"orrery.http.client.core", luaopen_orrery_http_client_core},
     {"orrery.sqlite.core", luaopen_orrery_sqlite_core},
+    {"orrery.pg.core", luaopen_orrery_pg_core},
     {NULL, NULL},
 };
 
