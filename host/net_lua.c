@@ -631,8 +631,10 @@ static const char *opt_str(lua_State *L, int t, const char *k) {
   return v;
 }
 
-/* tls_new{ server=, cert=, key=, ca_file=, verify=, alpn={...} } ->
- * configuration | nil, reason. The options are checked by orrery.net. */
+/* tls_new{ server=, cert=, key=, ca_file=, verify=, verify_client=,
+ * alpn={...} } -> configuration | nil, reason. verify (a client's) is a
+ * boolean, verify_client (a server's) "require" or "optional"; the options
+ * are checked by orrery.net. */
 static int l_tls_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   tls_opts_t o;
@@ -642,6 +644,10 @@ static int l_tls_new(lua_State *L) {
   lua_getfield(L, 1, "verify");
   o.verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
   lua_pop(L, 2);
+  static const char *const modes[] = {"none", "optional", "require", NULL};
+  lua_getfield(L, 1, "verify_client");
+  o.verify_client = luaL_checkoption(L, -1, "none", modes);
+  lua_pop(L, 1);
   o.cert = opt_str(L, 1, "cert");
   o.key = opt_str(L, 1, "key");
   o.ca_file = opt_str(L, 1, "ca_file");

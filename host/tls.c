@@ -38,10 +38,16 @@ typedef struct {
   tmr_t kick; /* TMR_C: decrypts held-back input after net_resume */
   char *skey; /* a client's session key ("name:port"), or NULL */
   uint8_t started, done, oom;
+  uint8_t asked; /* a client: the server asked for a certificate */
   char reason[120];
 } tls_t;
 
 static const net_ops_t tls_ops;
+
+/* What a client says when a server's alert is about its certificate
+ * (OpenSSL's reason follows in parentheses). */
+#define TLS_MSG_CERT_REQUIRED "client certificate required"
+#define TLS_MSG_CERT_REJECTED "client certificate rejected"
 
 /* -- The BIO -- */
 
@@ -109,19 +115,57 @@ static void bio_method_init(void) {
 
 /* -- Errors -- */
 
+/* An alert from a server that asked this client for a certificate says
+ * what went wrong with it: there was none (TLS 1.3 says "certificate
+ * required", TLS 1.2 only "handshake failure"), or the server did not
+ * accept it. A TLS 1.3 server says so after the client's handshake is
+ * done, so the client reads it as the answer to its first request. */
+static int client_cert_alert(const tls_t *t, unsigned long e, char *out,
+                             size_t len) {
+  if (!t->asked || ERR_GET_LIB(e) != ERR_LIB_SSL) return 0;
+  int r = ERR_GET_REASON(e);
+  if (r < SSL_AD_REASON_OFFSET) return 0; /* not an alert */
+  const char *what = NULL;
+  if (!SSL_get_certificate(t->ssl)) {
+    if (r == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED ||
+        r == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
+      what = TLS_MSG_CERT_REQUIRED;
+  } else {
+    switch (r) {
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:
+      what = TLS_MSG_CERT_REJECTED;
+    }
+  }
+  if (!what) return 0;
+  snprintf(out, len, "%s (%s)", what, ERR_reason_error_string(e));
+  return 1;
+}
+
 /* Keeps the first reason a connection failed: the verification result
- * when the peer's certificate was rejected, else OpenSSL's reason. */
+ * when the peer's certificate was rejected, what a server's alert says
+ * about this client's certificate, else OpenSSL's reason. */
 static void set_reason(tls_t *t) {
   if (!t->reason[0]) {
     long vr = SSL_get_verify_result(t->ssl);
     unsigned long e = ERR_peek_last_error();
     const char *r = NULL;
-    if (!t->cfg->server && t->cfg->verify && vr != X509_V_OK)
+    if (t->cfg->verify && vr != X509_V_OK)
       r = X509_verify_cert_error_string(vr);
+    else if (!t->cfg->server && e &&
+             client_cert_alert(t, e, t->reason, sizeof(t->reason)))
+      r = t->reason;
     else if (e)
       r = ERR_reason_error_string(e);
     if (t->oom) r = "out of memory";
-    snprintf(t->reason, sizeof(t->reason), "%s", r ? r : "handshake failed");
+    if (r != t->reason)
+      snprintf(t->reason, sizeof(t->reason), "%s", r ? r : "handshake failed");
   }
   ERR_clear_error();
 }
@@ -382,6 +426,14 @@ int tls_handshaking(const net_conn_t *c) {
   return t && t->started && !t->done;
 }
 
+/* A client's certificate callback, called when the server asks for a
+ * certificate (before the client sends its own, if it has one). */
+static int on_cert_request(SSL *ssl, void *arg) {
+  (void)ssl;
+  ((tls_t *)arg)->asked = 1;
+  return 1;
+}
+
 static int is_ip(const char *s) {
   unsigned char b[16];
   return uv_inet_pton(AF_INET, s, b) == 0 || uv_inet_pton(AF_INET6, s, b) == 0;
@@ -407,6 +459,7 @@ int tls_attach(net_conn_t *c, tls_cfg_t *cfg, const char *server_name,
     SSL_set_accept_state(t->ssl);
   } else {
     SSL_set_connect_state(t->ssl);
+    SSL_set_cert_cb(t->ssl, on_cert_request, t);
     if (server_name && *server_name) {
       if (is_ip(server_name)) { /* no SNI for addresses (RFC 6066) */
         if (cfg->verify)
@@ -469,8 +522,8 @@ int tls_info(const net_conn_t *c, tls_info_t *info) {
     BN_free(bn);
   }
   info->resumed = SSL_session_reused(t->ssl);
-  info->verified = !t->cfg->server && t->cfg->verify && peer &&
-                   SSL_get_verify_result(t->ssl) == X509_V_OK;
+  info->verified =
+      t->cfg->verify && peer && SSL_get_verify_result(t->ssl) == X509_V_OK;
   ERR_clear_error();
   return 0;
 }

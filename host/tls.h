@@ -43,12 +43,21 @@ SSL_SESSION *tls_cfg_session(tls_cfg_t *cfg, const char *key);
 
 /* -- The API -- */
 
+enum { TLS_VERIFY_NONE, TLS_VERIFY_OPTIONAL, TLS_VERIFY_REQUIRE };
+
 typedef struct {
   int server;
-  const char *cert;    /* PEM chain file; required for a server */
-  const char *key;     /* PEM private key file; required with cert */
-  const char *ca_file; /* client: trust these instead of the system store */
-  int verify;          /* client: verify the peer (0: the insecure opt-out) */
+  const char *cert; /* PEM chain file; required for a server */
+  const char *key;  /* PEM private key file; required with cert */
+  /* A client trusts these CAs instead of the system store; a server
+   * verifies client certificates against them (and names them in its
+   * CertificateRequest). */
+  const char *ca_file;
+  int verify; /* client: verify the peer (0: the insecure opt-out) */
+  /* A server: ask for a client certificate, and either require one
+   * (TLS_VERIFY_REQUIRE) or accept a client without one
+   * (TLS_VERIFY_OPTIONAL); a certificate sent must verify either way. */
+  int verify_client;
   /* ALPN protocols in wire format (length-prefixed names), or NULL: a
    * server picks the first of its own that the client offers, a client
    * offers them. */
@@ -88,9 +97,12 @@ typedef struct {
   const unsigned char *alpn; /* not NUL-terminated */
   unsigned alpn_len;
   const char *server_name; /* a server: the SNI the client sent */
-  int verified;            /* a client: the peer's chain and name checked */
-  int resumed;             /* the handshake resumed an earlier session */
-  char subject[256];       /* the peer's certificate ("" without one) */
+  /* The peer's certificate was checked and passed: on a client, the
+   * server's chain and name; on a server that asks for client
+   * certificates, the client's chain. */
+  int verified;
+  int resumed;       /* the handshake resumed an earlier session */
+  char subject[256]; /* the peer's certificate ("" without one) */
   char issuer[256];
   char serial[80]; /* hex */
 } tls_info_t;

@@ -118,6 +118,34 @@ static void file_err(char *err, size_t len, const char *what, const char *opt,
   ERR_clear_error();
 }
 
+/* A server that asks for client certificates: they are verified against
+ * ca_file, whose subjects the CertificateRequest lists (so that a client
+ * holding several certificates can pick the right one). Returns 0, or -1
+ * with err set. */
+static int server_verify(SSL_CTX *ctx, const tls_opts_t *o, char *err,
+                         size_t errlen) {
+  if (o->verify_client == TLS_VERIFY_NONE) return 0;
+  if (!o->ca_file) {
+    snprintf(err, errlen, "option tls.verify needs tls.ca_file");
+    return -1;
+  }
+  if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
+    file_err(err, errlen, "CA file", "tls.ca_file", o->ca_file);
+    return -1;
+  }
+  STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
+  if (!names) {
+    file_err(err, errlen, "CA file", "tls.ca_file", o->ca_file);
+    return -1;
+  }
+  SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+  int mode = SSL_VERIFY_PEER;
+  if (o->verify_client == TLS_VERIFY_REQUIRE)
+    mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  SSL_CTX_set_verify(ctx, mode, NULL);
+  return 0;
+}
+
 tls_cfg_t *tls_cfg_new(const tls_opts_t *o, char *err, size_t errlen) {
   ERR_clear_error();
   if (o->server && (!o->cert || !o->key)) {
@@ -139,7 +167,8 @@ tls_cfg_t *tls_cfg_new(const tls_opts_t *o, char *err, size_t errlen) {
   cfg->ctx = ctx;
   cfg->refs = 1;
   cfg->server = (uint8_t)(o->server != 0);
-  cfg->verify = (uint8_t)(o->verify != 0);
+  cfg->verify = (uint8_t)(o->server ? o->verify_client != TLS_VERIFY_NONE
+                                    : o->verify != 0);
   SSL_CTX_set_app_data(ctx, cfg); /* for sess_new */
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
@@ -166,8 +195,11 @@ tls_cfg_t *tls_cfg_new(const tls_opts_t *o, char *err, size_t errlen) {
     }
   }
   if (o->server) {
+    /* Resumption with client certificates needs a session id context
+     * (OpenSSL refuses to resume without one once it verifies peers). */
     static const unsigned char sid[] = "orrery";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    if (server_verify(ctx, o, err, errlen)) goto fail;
     if (o->alpn_len) {
       memcpy(cfg->alpn, o->alpn, o->alpn_len);
       cfg->alpn_len = o->alpn_len;

@@ -142,7 +142,9 @@ end
 
 local CLIENT_TLS_OPTS = { verify = true, insecure = true, ca_file = true, cert = true,
   key = true, server_name = true, alpn = true }
-local SERVER_TLS_OPTS = { cert = true, key = true, alpn = true }
+local SERVER_TLS_OPTS = { cert = true, key = true, alpn = true, ca_file = true, verify = true }
+-- A server's verify: how it treats client certificates.
+local VERIFY_CLIENT = { require = true, optional = true }
 
 local function check_alpn(F, o, level)
   local a = o.alpn
@@ -173,11 +175,19 @@ local function tls_opts(F, o, known, level)
     end
   end
   for _, k in ipairs { "verify", "insecure" } do
-    if o[k] ~= nil and type(o[k]) ~= "boolean" then
+    if o[k] ~= nil and type(o[k]) ~= "boolean" and known == CLIENT_TLS_OPTS then
       error(("%s: bad option 'tls.%s' (boolean expected, got %s)"):format(F, k, check.show(o[k])), level)
     end
   end
   check_alpn(F, o, level + 1)
+end
+
+-- A server's configuration from its (checked) options; the files are
+-- read again on every reload. A CA file alone means verify = "require".
+local function server_cfg(o)
+  local vc = o.verify or (o.ca_file and "require") or nil
+  return core.tls_new { server = true, cert = o.cert, key = o.key, alpn = o.alpn,
+    ca_file = vc and o.ca_file or nil, verify_client = vc }
 end
 
 -- Server configurations are made once per listener (and again on
@@ -188,7 +198,17 @@ local function server_tls(F, o, level)
   if o.cert == nil or o.key == nil then
     error(("%s: option 'tls.%s' is required"):format(F, o.cert == nil and "cert" or "key"), level)
   end
-  local cfg, err = core.tls_new { server = true, cert = o.cert, key = o.key, alpn = o.alpn }
+  if o.verify ~= nil then
+    if not VERIFY_CLIENT[o.verify] then
+      local v = o.verify
+      error(("%s: bad option 'tls.verify' (\"require\" or \"optional\" expected, got %s)")
+        :format(F, type(v) == "string" and ("%q"):format(v) or check.show(v)), level)
+    end
+    if o.ca_file == nil then
+      error(("%s: option 'tls.verify' needs 'tls.ca_file' (the CAs of client certificates)"):format(F), level)
+    end
+  end
+  local cfg, err = server_cfg(o)
   if not cfg then error(("%s: %s"):format(F, err), level) end
   return cfg
 end
@@ -306,7 +326,7 @@ function Listener:reload_tls()
   local o = self.tls
   if not o or not self.l then return nil, "not_tls" end
   -- The options were checked when the listener was made.
-  local cfg, err = core.tls_new { server = true, cert = o.cert, key = o.key, alpn = o.alpn }
+  local cfg, err = server_cfg(o)
   if not cfg then return nil, err end
   local r
   r, err = core.lset_tls(self.l, cfg)
@@ -328,8 +348,9 @@ end
 --- net.listen{ host=, port= | unix=, mode=, backlog=, tls= } -> listener |
 -- nil, err. host defaults to "127.0.0.1"; port 0 picks a free port
 -- (listener.port). mode (unix sockets): the socket file's permissions,
--- e.g. 384 (0600). tls = { cert=, key=, alpn= } makes every accepted
--- connection TLS; the files are read again on SIGHUP.
+-- e.g. 384 (0600). tls = { cert=, key=, alpn=, ca_file=, verify= } makes
+-- every accepted connection TLS (with ca_file, verifying client
+-- certificates); the files are read again on SIGHUP.
 local LISTEN_OPTS = { host = true, port = true, unix = true, backlog = true, tls = true, mode = true }
 
 function M.listen(opts)

@@ -2,14 +2,18 @@
 -- http_client_nginx_test.lua -- the HTTP client against nginx (Debian's)
 -- as an upstream: keep-alive with Keep-Alive: timeout=, keepalive_requests
 -- closing the connection, chunked (SSI) and sendfile bodies, HEAD, 304,
--- redirects, request bodies. nginx runs as its own instance in a temporary
--- directory on the loopback; it is installed with scripts/deps.sh when
--- missing, and the file is skipped (saying why) when that fails.
+-- redirects, request bodies; and nginx as an HTTPS upstream: verification
+-- against the test CA, keep-alive and session resumption over TLS, a
+-- client certificate nginx checks. nginx runs as its own instance in a
+-- temporary directory on the loopback; it is installed with
+-- scripts/deps.sh when missing, and the file is skipped (saying why) when
+-- that fails.
 local T = require "orrery.test"
 local http = require "orrery.http"
 local net = require "orrery.net"
 
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/http_client_nginx_test%.lua$") or "")
+local certs = dofile(root .. "tests/lua/tls_certs.lua")
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
@@ -37,11 +41,48 @@ if not nginx then
 end
 
 local dir, port, base
+-- The HTTPS server: its URL, and the certificates (nil without openssl).
+local tls_port, tls_base, S
+
+local function free_port()
+  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
+  local p = l.port
+  l:close()
+  return p
+end
+
+-- The HTTPS server: a certificate for localhost from a test CA, client
+-- certificates from another CA asked for (optional), and /conn answering
+-- with what nginx knows of the connection.
+local function tls_server()
+  if not certs.available() then return "" end
+  S = certs.new()
+  S:ca("ca", "Orrery Test CA"):ca("clients", "Orrery Clients CA")
+  S:leaf("server", { ca = "ca", cn = "localhost", san = "DNS:localhost,IP:127.0.0.1", usage = "serverAuth" })
+  S:leaf("alice", { ca = "clients", cn = "alice", usage = "clientAuth" })
+  tls_port = free_port()
+  tls_base = "https://localhost:" .. tls_port
+  return ([[
+  server {
+    listen 127.0.0.1:%d ssl;
+    root %s/www;
+    keepalive_requests 100;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:TLS:1m;
+    ssl_client_certificate %s;
+    ssl_verify_client optional;
+    location = /conn {
+      return 200 "$connection $connection_requests $ssl_protocol $ssl_session_reused $ssl_client_verify $ssl_client_s_dn\n";
+    }
+    location = /ssi.html { ssi on; }
+  }
+]]):format(tls_port, dir, S:path("server", "crt"), S:path("server", "key"), S:path("clients", "crt"))
+end
 
 local function start()
-  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
-  port = l.port
-  l:close()
+  port = free_port()
   local rc, out = sh("mktemp -d /tmp/orrery-nginx.XXXXXX")
   assert(rc == 0, out)
   dir = out:match("(%S+)")
@@ -70,8 +111,8 @@ http {
     location = /old { return 301 /ok; }
     location = /ssi.html { ssi on; }
   }
-}
-]]):format(dir, dir, dir, dir, dir, dir, dir, port, dir)
+%s}
+]]):format(dir, dir, dir, dir, dir, dir, dir, port, dir, tls_server())
   sh("mkdir -p " .. T.shquote(dir .. "/www"))
   local f = assert(io.open(dir .. "/nginx.conf", "w"))
   f:write(conf)
@@ -100,6 +141,7 @@ local function stop()
   end
   sh("rm -rf " .. T.shquote(dir))
   dir = nil
+  if S then S:remove() end
 end
 
 local started, start_err = false, nil
@@ -184,6 +226,77 @@ case("404 for a missing file", function()
   local res = assert(http.get(base .. "/missing"))
   T.eq(res.status, 404)
   T.match(res.headers["content-type"], "^text/html")
+end)
+
+-- -- nginx over TLS --
+
+local function tls_case(name, fn)
+  case("https: " .. name, function()
+    if not S then T.skip("the openssl command is missing (scripts/deps.sh openssl)") end
+    fn()
+  end)
+end
+
+-- What nginx says of the connection that served /conn.
+local function conn_info(c, opts)
+  local res, err = c:get(tls_base .. "/conn", opts)
+  if not res then return nil, err end
+  T.eq(res.status, 200)
+  local id, n, proto, reused, verify, dn = res:body():match("^(%d+) (%d+) (%S+) (%S+) (%S+) ?(.-)\n$")
+  return { id = tonumber(id), n = tonumber(n), protocol = proto, reused = reused == "r",
+    client_verify = verify, client_dn = dn }
+end
+
+tls_case("verified against the test CA, kept alive: one TLS connection serves every request", function()
+  local c = http.client { tls = { ca_file = S:path("ca", "crt") } }
+  local first = assert(conn_info(c))
+  T.eq({ first.n, first.protocol, first.reused, first.client_verify }, { 1, "TLSv1.3", false, "NONE" })
+  for i = 2, 5 do
+    local info = assert(conn_info(c))
+    T.eq({ info.id, info.n }, { first.id, i }) -- nginx's $connection and $connection_requests
+  end
+  local st = c:stats()[tls_base]
+  T.eq({ st.created, st.reused, st.idle }, { 1, 4, 1 })
+  -- A chunked body and a 256 KiB sendfile body over the same connection.
+  local res = assert(c:get(tls_base .. "/ssi.html"))
+  T.eq(res.headers["transfer-encoding"], "chunked")
+  T.eq(res:body(), "<p>before</p>GET<p>after</p>\n")
+  res = assert(c:get(tls_base .. "/big.txt"))
+  T.eq(#res:body(), 262144)
+  T.eq(res:body():sub(1, 16), "0123456789abcdef")
+  T.eq(assert(conn_info(c)).id, first.id)
+  T.eq(c:stats()[tls_base].created, 1)
+  c:close_idle()
+end)
+
+tls_case("a new connection resumes the TLS session nginx issued", function()
+  local c = http.client { tls = { ca_file = S:path("ca", "crt") } }
+  local first = assert(conn_info(c))
+  c:close_idle()
+  local second = assert(conn_info(c))
+  T.ne(second.id, first.id)
+  T.eq(second.n, 1)
+  T.eq(second.reused, true)
+  T.eq(c:stats()[tls_base].created, 2)
+  c:close_idle()
+end)
+
+tls_case("a client certificate: nginx verifies it against its client CA", function()
+  local c = http.client { tls = { ca_file = S:path("ca", "crt"), cert = S:path("alice", "crt"),
+    key = S:path("alice", "key") } }
+  local info = assert(conn_info(c))
+  T.eq({ info.client_verify, info.client_dn }, { "SUCCESS", "CN=alice" })
+  c:close_idle()
+end)
+
+tls_case("verification failures: an unknown CA, another name", function()
+  local res, err = http.get(tls_base .. "/conn", { timeout = 5 }) -- the system store
+  T.eq(res, nil)
+  T.eq(err, "tls: unable to get local issuer certificate")
+  local c = http.client { tls = { ca_file = S:path("ca", "crt"), server_name = "other.example" } }
+  res, err = c:get(tls_base .. "/conn")
+  T.eq(res, nil)
+  T.eq(err, "tls: hostname mismatch")
 end)
 
 -- Last, whatever happened above: the instance does not outlive the file.

@@ -227,8 +227,8 @@ T.test("tls options are checked; bad certificate paths raise naming the option",
     "good2.key: key values mismatch")
   T.raises(function() http.listen(function() return 200 end, { port = 0, tls = { cert = D .. "good.crt" } }) end,
     "orrery.http.listen: option 'tls.key' is required")
-  T.raises(function() net.listen { port = 0, tls = { cert = D .. "good.crt", key = D .. "good.key", verify = true } } end,
-    "unknown option 'tls.verify'")
+  T.raises(function() net.listen { port = 0, tls = { cert = D .. "good.crt", key = D .. "good.key", insecure = true } } end,
+    "unknown option 'tls.insecure'")
   T.raises(function() net.connect { host = "127.0.0.1", port = 1, tls = { verfy = true } } end,
     "orrery.net.connect: unknown option 'tls.verfy'")
   T.raises(function() net.connect { host = "127.0.0.1", port = 1, tls = { ca_file = "/no/ca.pem" } } end,

@@ -100,6 +100,7 @@ M.parse_query = parse_query
 -- connection's state (_st), so that the table stays small: it is built for
 -- every request.
 local conn_fields = { remote = "remote", remote_port = "rport", _c = "c" }
+local tls_of = setmetatable({}, { __mode = "k" }) -- conn state -> req.tls
 
 local req_mt = {
   __index = function(r, k)
@@ -117,6 +118,17 @@ local req_mt = {
       return q
     elseif k == "params" then
       return EMPTY
+    elseif k == "tls" then
+      -- The connection's TLS (docs/tls.md), the same for all its
+      -- requests: looked up once, kept outside the connection's state
+      -- table (which stays at eight fields).
+      local st = r._st
+      local t = tls_of[st]
+      if t == nil then
+        t = net.wrap(st.c):tls_info() or false
+        tls_of[st] = t
+      end
+      return t or nil
     end
   end,
   __tostring = function(r) return ("http request %s %s"):format(r.method, r.path) end,
