@@ -7,6 +7,7 @@ local http = require "orrery.http"
 local json = require "orrery.json"
 local metrics = require "orrery.metrics"
 local console = require "orrery.console"
+local profile = require "orrery.profile"
 
 local M = {}
 
@@ -46,6 +47,30 @@ local function waits(req)
   return 200, json.array(list)
 end
 
+-- /debug/pprof/profile?seconds=30: a CPU profile taken while the request
+-- waits, in pprof's format (gzipped profile.proto), or ?format=folded
+-- (flamegraph.pl's input) or ?format=top (a text list).
+local FORMATS = { pprof = true, folded = true, top = true }
+
+local function pprof_profile(req)
+  local q = req.query
+  local secs = tonumber(q.seconds or "30")
+  if not secs or secs <= 0 or secs > 3600 then
+    return 400, { error = "seconds: a number from 0 to 3600 expected" }
+  end
+  local format = q.format or "pprof"
+  if not FORMATS[format] then return 400, { error = "format: pprof, folded or top expected" } end
+  local p, err = profile.collect(secs)
+  if not p then
+    if err == "busy" then return 409, { error = "a profile is already being taken" } end
+    return 503, { error = tostring(err) }
+  end
+  if format == "folded" then return 200, p:folded() end
+  if format == "top" then return 200, p:top(50) .. "\n" end
+  return 200, p:pprof(), { ["Content-Type"] = "application/octet-stream",
+    ["Content-Disposition"] = 'attachment; filename="profile"' }
+end
+
 --- admin.listen{ host = "127.0.0.1", port = 9090, registry =, health =,
 -- allow_remote = false } -> server | nil, err. Routes:
 --   GET /metrics            the registry (default metrics.default), text
@@ -54,6 +79,8 @@ end
 --                           ?state=, ?wait=, ?site= filter
 --   GET /debug/waits        ?older=60: coroutines parked longer, grouped
 --                           by wait and creation site (JSON)
+--   GET /debug/pprof/profile  ?seconds=30: a CPU profile (pprof's format;
+--                           ?format=folded or top for text)
 --   GET /health             200 {"status":"ok"}, or what health() returns
 --                           (status, body), 503 when it raises
 -- A host other than loopback needs allow_remote = true.
@@ -79,6 +106,7 @@ function M.listen(opts)
   r:get("/metrics", metrics.handler { registry = opts.registry })
   r:get("/debug/coroutines", coroutines)
   r:get("/debug/waits", waits)
+  r:get("/debug/pprof/profile", pprof_profile)
   r:get("/health", function()
     if not health then return 200, { status = "ok" } end
     local ok, status, body = pcall(health)

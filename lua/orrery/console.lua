@@ -17,6 +17,7 @@ local sched = require "orrery.sched"
 local chan = require "orrery.chan"
 local context = require "orrery.context"
 local eval = require "orrery.eval"
+local profile = require "orrery.profile"
 local C = require "orrery.ffi"
 
 local M = {}
@@ -176,6 +177,40 @@ function M.lag()
   return C.orrery_ffi_now() - t0
 end
 
+--- console.profile([seconds [, opts]]) -> text | nil, err: samples the
+-- CPU for seconds (default 10) while the caller waits, then returns the
+-- functions with the most samples (opts.top of them, default 20), or with
+-- opts.file writes the profile there (opts.format "pprof", the default,
+-- for `go tool pprof`, or "folded" for flamegraph.pl) and says so.
+-- err is "busy" while another profile is being taken, or "canceled".
+local PROFILE_OPTS = { file = true, format = true, top = true, interval = true }
+
+function M.profile(seconds, opts)
+  local F = "orrery.console.profile"
+  if seconds == nil then seconds = 10 end
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds <= 0 then
+    error(F .. ": bad argument #1 (seconds expected, got " .. type(seconds) .. ")", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error(F .. ": bad argument #2 (options table expected)", 2) end
+  for k in pairs(opts) do
+    if not PROFILE_OPTS[k] then error(("%s: unknown option '%s'"):format(F, tostring(k)), 2) end
+  end
+  local format = opts.format or "pprof"
+  if format ~= "pprof" and format ~= "folded" then
+    error(F .. ": option format must be \"pprof\" or \"folded\"", 2)
+  end
+  local p, err = profile.collect(seconds, { interval = opts.interval })
+  if not p then return nil, err end
+  if not opts.file then return p:top(opts.top) end
+  local f, ferr = io.open(opts.file, "wb")
+  if not f then return nil, ferr end
+  local ok, werr = f:write(format == "folded" and p:folded() or p:pprof())
+  f:close()
+  if not ok then return nil, werr end
+  return ("%d samples in %s (%s)"):format(p.samples, opts.file, format)
+end
+
 local HELP = [[
 console commands (also in require "orrery.console"):
   coroutines{state=, wait=, site=}   live coroutines, filtered
@@ -186,9 +221,12 @@ console commands (also in require "orrery.console"):
   channels()                         named channels: len, cap, closed
   breakers(), limiters()             circuit breakers and rate limiters
   memory(), lag(), stats()           memory, loop lag, scheduler counts
+  profile(seconds, {file=, format=}) a CPU profile: the top functions, or
+                                     written to file (pprof or folded)
   exit (or Ctrl-D)                   detach; the service goes on
-Anything else is Lua, run inside the service in this session's coroutine;
-Ctrl-C interrupts it.]]
+A command can be typed as a word and its arguments: `profile 5`, `dump`
+(its text is printed as it is). Anything else is Lua, run inside the
+service in this session's coroutine; Ctrl-C interrupts it.]]
 
 -- -- Sessions --
 
@@ -199,6 +237,27 @@ local function send(conn, kind, text)
   return true
 end
 
+-- The session's commands; a line that is one of them alone, or one of them
+-- followed by arguments that do not make Lua of the line, is a call
+-- (`profile 5`, `waits 60`, `dump`).
+local COMMANDS = { coroutines = true, dump = true, waits = true, channels = true, breakers = true,
+  limiters = true, memory = true, lag = true, profile = true, stats = true, help = true }
+
+-- compile(src) -> f, err, more, command: as eval.compile, and whether the
+-- line was a command typed as a word.
+local function compile(src)
+  local name, args = src:match("^%s*([%a_][%w_]*)%s*(.-)%s*$")
+  if name and COMMANDS[name] then
+    if args == "" then return loadstring("return " .. name .. "()", "=console"), nil, nil, true end
+    local f, err, more = eval.compile(src, "=console")
+    if f or more then return f, err, more end
+    f = loadstring("return " .. name .. "(" .. args .. ")", "=console")
+    if f then return f, nil, nil, true end
+    return nil, err
+  end
+  return eval.compile(src, "=console")
+end
+
 local function new_env(conn)
   local env = {}
   env.print = function(...)
@@ -207,9 +266,7 @@ local function new_env(conn)
     send(conn, "o", table.concat(t, "\t"))
   end
   env.help = function() send(conn, "o", HELP) end
-  for _, k in ipairs { "coroutines", "dump", "waits", "channels", "breakers", "limiters", "memory", "lag" } do
-    env[k] = M[k]
-  end
+  for k in pairs(COMMANDS) do env[k] = env[k] or M[k] end
   env.stats = orrery.stats
   env.orrery = orrery
   return setmetatable(env, { __index = _G })
@@ -244,7 +301,7 @@ local function session(srv, conn)
     if not ok then break end
     if not buf and (line == "exit" or line == "quit") then break end
     buf = buf and (buf .. "\n" .. line) or line
-    local f, err, more = eval.compile(buf, "=console")
+    local f, err, more, command = compile(buf)
     if not (not f and more) then
       buf = nil
       if not f then
@@ -261,6 +318,8 @@ local function session(srv, conn)
         cancel()
         if not r[1] then
           send(conn, "o", r[2])
+        elseif command and type(r[2]) == "string" then
+          send(conn, "o", r[2]) -- a command's text, as it is
         elseif r.n > 1 then
           local out = {}
           for i = 2, r.n do out[#out + 1] = eval.show(r[i]) end

@@ -45,6 +45,9 @@ T.test("orrery attach runs commands inside the live service and detaches", funct
     'coroutines{ wait = "jobs" }[1].name',
     'print("printed", 1)',
     'error("boom")',
+    "help",                    -- commands typed as words
+    "profile 0.05",
+    "waits 3600",
     "exit",
     "",
   }, "\n"))
@@ -52,6 +55,9 @@ T.test("orrery attach runs commands inside the live service and detaches", funct
   T.match(out, "^mode 600\n")
   T.match(out, "console, pid %d+; help%(%) lists the commands\n")
   T.match(out, "\n42\n10\n\"jobs\"\nprinted\t1\nconsole:1: boom\n")
+  T.match(out, "\nconsole commands %(also in require")
+  T.match(out, "\n%d+ samples, [%d.]+s of CPU in [%d.]+s\n +flat +flat%% +cum")
+  T.match(out, "\n{}\n")
   T.match(out, "service served 42, sessions 1\n$")
 end)
 
