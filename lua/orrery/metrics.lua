@@ -843,6 +843,56 @@ end
 
 M.default = M.registry { runtime = true }
 
+-- -- HTTP --
+--
+-- The families orrery.http's server and client record into, defined once
+-- per registry (every server and client of a registry shares them). The
+-- server's route label is the router's pattern ("unmatched" without one)
+-- and the client's host label the URL's host[:port]: both bounded, unlike
+-- a raw path. Their max_series is larger than the default, since method
+-- x route x status multiplies.
+local HTTP_MAX_SERIES = 10000
+
+-- http_server(reg) -> { requests =, duration =, active = }
+function M.http_server(reg)
+  reg = reg or M.default
+  check_reg(reg, "http_server")
+  local f = reg.http_server_families
+  if f then return f end
+  local F = "orrery.metrics.http_server"
+  f = {
+    requests = define(reg, "counter", { name = "http_server_requests_total",
+      help = "HTTP requests answered, by method, route pattern and status.",
+      labels = { "method", "route", "status" }, max_series = HTTP_MAX_SERIES }, F),
+    duration = define(reg, "histogram", { name = "http_server_request_duration_seconds",
+      help = "Time from a request's head to the end of its response, by method and route pattern.",
+      unit = "seconds", labels = { "method", "route" }, max_series = HTTP_MAX_SERIES }, F),
+    active = define(reg, "gauge", { name = "http_server_active_requests",
+      help = "HTTP requests being handled." }, F),
+  }
+  reg.http_server_families = f
+  return f
+end
+
+-- http_client(reg) -> { requests =, duration = }
+function M.http_client(reg)
+  reg = reg or M.default
+  check_reg(reg, "http_client")
+  local f = reg.http_client_families
+  if f then return f end
+  local F = "orrery.metrics.http_client"
+  f = {
+    requests = define(reg, "counter", { name = "http_client_requests_total",
+      help = "HTTP client requests, by method, host and status (an error code when no response came).",
+      labels = { "method", "host", "status" }, max_series = HTTP_MAX_SERIES }, F),
+    duration = define(reg, "histogram", { name = "http_client_request_duration_seconds",
+      help = "Time from a client request's start to its response (its body too unless streamed), by method and host.",
+      unit = "seconds", labels = { "method", "host" }, max_series = HTTP_MAX_SERIES }, F),
+  }
+  reg.http_client_families = f
+  return f
+end
+
 -- The module-level functions work on opts.registry or the default.
 local function reg_of(opts)
   local r = type(opts) == "table" and opts.registry or M.default

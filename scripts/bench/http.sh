@@ -21,6 +21,13 @@
 #       Reported: the normal client's requests/s and p99 without and with
 #       the attack, and when the server shed the slow connections
 #       (read_header_timeout, 10 s by default).
+# obs:  what observability costs orrery on GET /: one orrery server per
+#       mode in $OBS_MODES (server.lua's FEATURES: "off", "metrics",
+#       "log", "metrics,log", ...), all pinned to the server CPU, measured
+#       as in cpu, interleaved, $RUNS runs. Reported: CPU time per request
+#       per mode and its ratio to "off" (the median of per-run ratios).
+#       The access log goes to a file in the temporary directory. Not in
+#       the default SECTIONS.
 #
 # Environment:
 #   ORRERY=path      use this binary instead of building with build.sh release
@@ -29,6 +36,7 @@
 #   RUNS=3           runs per server and URL, interleaved (median reported)
 #   SERVER_CPU=1 WRK_CPU=0   the CPUs to pin to
 #   IDLE_CONNS=10000 SLOW_CONNS=500 SLOW_SECS=10
+#   OBS_MODES="off metrics log metrics,log"   the obs section's servers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-5s}
@@ -40,6 +48,7 @@ SECTIONS=${SECTIONS:-cpu idle slow}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SLOW_CONNS=${SLOW_CONNS:-500}
 SLOW_SECS=${SLOW_SECS:-10}
+OBS_MODES=${OBS_MODES:-off metrics log metrics,log}
 
 scripts/deps.sh wrk nginx-light libnginx-mod-http-lua lua-cjson golang-go slowhttptest >&2
 orrery=${ORRERY:-$(scripts/build.sh release)}
@@ -202,6 +211,60 @@ if [[ " $SECTIONS " == *" cpu "* ]]; then
   for path in / /json; do
     echo "  $path: orrery ${R[orrery,$path,us]}| nginx ${R[nginx,$path,us]}| go ${R[go,$path,us]}"
   done
+fi
+
+# -- obs --
+if [[ " $SECTIONS " == *" obs "* ]]; then
+  declare -A OP OPID OBS
+  port=18090
+  for m in $OBS_MODES; do
+    OP[$m]=$port
+    taskset -c "$SCPU" "$orrery" scripts/bench/http/server.lua $port 4096 "$m" "$tmp/access.$port.log" &
+    pids+=($!)
+    OPID[$m]=$!
+    port=$((port + 1))
+  done
+  for m in $OBS_MODES; do
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:${OP[$m]}/" >/dev/null && break; sleep 0.1; done
+  done
+  # obs_run PID URL -> CPU us per request (as cpu_run)
+  obs_run() {
+    local t0 t1 r
+    t0=$(ticks "$1")
+    r=$(wrk_run "$2" "$CONNS" "$DURATION")
+    t1=$(ticks "$1")
+    echo "$r" | awk -v t0="$t0" -v t1="$t1" -v tck="$TCK" '{ printf "%.2f %s\n", (t1 - t0) * 1e6 / tck / $1, $2 }'
+  }
+  base=${OBS_MODES%% *}
+  for _ in $(seq "$RUNS"); do
+    declare -A orun=()
+    for m in $OBS_MODES; do
+      read -r us rps <<<"$(obs_run "${OPID[$m]}" "http://127.0.0.1:${OP[$m]}/")"
+      OBS[$m,us]+="$us " OBS[$m,rps]+="$rps "
+      orun[$m]=$us
+    done
+    for m in $OBS_MODES; do
+      OBS[$m,ratio]+="$(awk -v a="${orun[$m]}" -v b="${orun[$base]}" 'BEGIN { printf "%.4f", a / b }') "
+    done
+  done
+  omed() { echo ${OBS[$1]} | tr ' ' '\n' | median; }
+  echo
+  echo "obs: GET /, wrk -t1 -c$CONNS -d$DURATION, one orrery server per mode on CPU $SCPU, median of $RUNS interleaved runs"
+  echo
+  printf '| %-14s | %7s | %10s | %9s |\n' mode "req/s" "CPU us/req" "CPU / $base"
+  printf '|----------------|--------:|-----------:|----------:|\n'
+  for m in $OBS_MODES; do
+    printf '| %-14s | %7s | %10s | %9s |\n' "$m" "$(omed "$m,rps")" "$(omed "$m,us")" \
+      "$(printf '%.3fx' "$(omed "$m,ratio")")"
+  done
+  echo
+  echo "per run (us/req):"
+  for m in $OBS_MODES; do echo "  $m: ${OBS[$m,us]}"; done
+  for m in $OBS_MODES; do
+    f=$tmp/access.${OP[$m]}.log
+    [ -s "$f" ] && echo "  $m: access log $(wc -l <"$f") lines, $(du -h "$f" | cut -f1)"
+  done
+  true
 fi
 
 # -- idle --

@@ -57,6 +57,9 @@ local CLIENT_OPTS, REQUEST_OPTS = {}, {
   method = true, url = true, headers = true, body = true, ctx = true, stream = true,
   expect_continue = true,
 }
+-- metrics: nil records into orrery.metrics' default registry when that
+-- module is loaded, false never, a registry there (see observe_of).
+CLIENT_OPTS.metrics = true
 for k in pairs(M.defaults) do
   CLIENT_OPTS[k] = true
   -- The pool's options, and the parser's limits (set when a connection is
@@ -111,6 +114,11 @@ local function check_opts(fname, opts, allowed, mt, lv)
     elseif k == "ctx" then
       if not context.is_ctx(v) then
         error(("%s: option ctx must be a context"):format(fname), lv)
+      end
+    elseif k == "metrics" then
+      local mm = package.loaded["orrery.metrics"]
+      if type(v) ~= "boolean" and not (mm and mm.is_registry(v)) then
+        error(("%s: option metrics must be a boolean or a registry"):format(fname), lv)
       end
     end
     o[k] = v
@@ -436,6 +444,60 @@ local function do_request(cl, st)
   end
 end
 
+-- -- Observability --
+--
+-- A client's observer, made at its first request: the metric families it
+-- records into (orrery.metrics.http_client), or false when it records
+-- nothing.
+
+local function observer(cl)
+  local m = rawget(cl.o, "metrics")
+  local mod = package.loaded["orrery.metrics"]
+  local mx = false
+  if m ~= false and (m ~= nil or mod) then
+    mod = mod or require "orrery.metrics"
+    mx = mod.http_client(m ~= true and m or nil)
+  end
+  local obs = mx and { mx = mx, hosts = {} } or false
+  cl.obs = obs
+  return obs
+end
+
+-- The host label of a request: the URL's host, with its port unless it is
+-- the scheme's default; kept per host and port so that a request builds
+-- no string.
+local function host_label(obs, st)
+  local byport = obs.hosts[st.host]
+  if not byport then
+    byport = {}
+    obs.hosts[st.host] = byport
+  end
+  local l = byport[st.port]
+  if not l then
+    local h = st.host:find(":", 1, true) and ("[" .. st.host .. "]") or st.host
+    l = st.port == (st.scheme == "https" and 443 or 80) and h or (h .. ":" .. st.port)
+    byport[st.port] = l
+  end
+  return l
+end
+
+local function err_code(err)
+  return type(err) == "string" and err:match("^([%a_]+)") or "error"
+end
+
+-- do_request, recorded: the status label is the final response's status,
+-- or the error's stable code ("timeout", "refused", ...) when there is
+-- none. Method and host are the request's as made, before redirects.
+local function observed(obs, cl, st)
+  local method, host = st.method, host_label(obs, st)
+  local t0 = now()
+  local res, err = under(st, do_request, cl, st)
+  local mx = obs.mx
+  mx.requests:inc(1, method, host, res and res.status or err_code(err))
+  mx.duration:observe(now() - t0, method, host)
+  return res, err
+end
+
 -- -- Clients --
 
 local Client = {}
@@ -486,6 +548,12 @@ local function request(cl, fname, opts, lv)
     deadline = t and (now() + t) or false, wrote = false, got = false, finished = false }
   local err = ctx.e
   if err then return nil, err == "timeout" and "timeout" or "canceled" end
+  local obs = cl.obs
+  if obs == nil then obs = observer(cl) end
+  if obs then
+    local res, rerr = observed(obs, cl, st)
+    return res, rerr
+  end
   return under(st, do_request, cl, st)
 end
 

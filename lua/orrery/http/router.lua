@@ -332,6 +332,9 @@ local function dispatcher(self)
       end
       req.params = params
     end
+    -- The pattern that matched: a label of bounded cardinality for the
+    -- server's metrics and spans (a raw path is not).
+    req.route = e.pattern
     local method = req.method
     local ms = e.methods
     local h = ms[method] or (method == "HEAD" and ms.GET) or ms.ANY

@@ -30,7 +30,7 @@ local METHODS = hcore.methods()
 local type, pcall, xpcall, tostring, setmetatable, getmetatable, error =
   type, pcall, xpcall, tostring, setmetatable, getmetatable, error
 local traceback = debug.traceback
-local co_slot = C.orrery_ffi_co_slot
+local co_slot, now = C.orrery_ffi_co_slot, C.orrery_ffi_now
 
 local M = {}
 
@@ -366,10 +366,28 @@ local function bad_status(status, body)
   return nil
 end
 
+-- The route label of a request that no router route matched (a plain
+-- handler, a 404, a redirect): one series, whatever the path.
+local UNMATCHED = "unmatched"
+
+-- Records a finished request in the server's metrics (srv.mx: the
+-- families of orrery.metrics.http_server). The label values are the
+-- strings the request already holds (method, route pattern) and the
+-- status number, which the families' label tables find without building
+-- a key: nothing is allocated once a series exists.
+local function record(mx, req, status, dur)
+  local method, route = req.method, req.route or UNMATCHED
+  mx.requests:inc(1, method, route, status)
+  mx.duration:observe(dur, method, route)
+  mx.active:dec()
+end
+
 -- Calls the handler and writes its response. Returns false when the
 -- connection cannot be used again.
 local function handle(srv, st, c, req)
-  local t0 = srv.access_log and C.orrery_ffi_now()
+  local mx = srv.mx
+  local t0 = (mx or srv.access_log) and now()
+  if mx then mx.active:inc() end
   local ok, status, body, headers
   local tmo = srv.handler_timeout
   if tmo then
@@ -415,13 +433,17 @@ local function handle(srv, st, c, req)
     status = 500
   end
   if t0 then
-    local line = access_line(req, status, bytes or 0, C.orrery_ffi_now() - t0)
+    local dur = now() - t0
+    if mx then record(mx, req, status, dur) end
     local al = srv.access_log
-    if type(al) == "function" then
-      local aok, aerr = pcall(al, line, req, status, bytes or 0)
-      if not aok then srv.log("http: access_log: " .. tostring(aerr)) end
-    else
-      srv.log(line)
+    if al then
+      local line = access_line(req, status, bytes or 0, dur)
+      if type(al) == "function" then
+        local aok, aerr = pcall(al, line, req, status, bytes or 0)
+        if not aok then srv.log("http: access_log: " .. tostring(aerr)) end
+      else
+        srv.log(line)
+      end
     end
   end
   return sent
@@ -475,8 +497,11 @@ local function conn_loop(srv, st, c, h, ctx, slot)
       local buf, path, query = h.buf, "/", ""
       if h.path_len > 0 then path = ffi_string(buf + h.path_off, h.path_len) end
       if h.has_query ~= 0 then query = ffi_string(buf + h.query_off, h.query_len) end
+      -- route: the router's pattern, set when one matches (false, not
+      -- absent: a store in the table's own slot, and a hit when read).
       local req = setmetatable({ method = METHODS[h.method], path = path, raw_query = query,
-        version = h.minor == 1 and "1.1" or "1.0", _seq = h.seq, _st = st, ctx = ctx }, req_mt)
+        version = h.minor == 1 and "1.1" or "1.0", _seq = h.seq, _st = st, ctx = ctx,
+        route = false }, req_mt)
       if not handle(srv, st, c, req) or st.abort or ctx.e then return end
     else
       if r == NEXT_ERROR and srv.on_bad_request then
@@ -573,7 +598,7 @@ M.Server = Server
 
 -- Options beyond M.defaults.
 local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true,
-  tls = true }
+  tls = true, metrics = true }
 for k in pairs(M.defaults) do KNOWN[k] = true end
 local COUNT = { min = 1, int = true, what = "positive integer" }
 local SECONDS = { what = "seconds or false" }
@@ -612,6 +637,13 @@ local function check_opts(F, opts)
     error(("%s: bad option 'ctx' (context expected, got %s)"):format(F, type(o.ctx)), L - 1)
   end
   check.type_opt(F, o, "background", "boolean", L)
+  local mo = o.metrics
+  if mo ~= nil and type(mo) ~= "boolean" then
+    local mm = package.loaded["orrery.metrics"]
+    if not (mm and mm.is_registry(mo)) then
+      error(("%s: bad option 'metrics' (boolean or registry expected, got %s)"):format(F, type(mo)), L - 1)
+    end
+  end
   if o.tls ~= nil then
     check.type_opt(F, o, "tls", "table", L)
     -- HTTP/1.1 is what this server speaks: say so in ALPN.
@@ -629,6 +661,19 @@ local function to_handler(F, h)
   local mt = getmetatable(h)
   if mt and mt.__call then return function(req) return h(req) end end
   error(F .. ": bad argument #1 (handler function or router expected)", 4)
+end
+
+-- The metric families a server records into, or false: with metrics =
+-- nil, when orrery.metrics is loaded (the service uses metrics, or the
+-- admin listener), in its default registry; true loads it; a registry
+-- records there; false turns them off.
+local function metrics_of(o)
+  local m = o.metrics
+  if m == false then return false end
+  local mod = package.loaded["orrery.metrics"]
+  if m == nil and not mod then return false end
+  mod = mod or require "orrery.metrics"
+  return mod.http_server(m ~= true and m or nil)
 end
 
 -- Starts serving for http.listen and http.serve (F names which).
@@ -658,7 +703,7 @@ local function start(F, handler, opts)
     lis = lis, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
     max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
     linger = o.linger or 0, access_log = o.access_log or false, log = safe_log(o.log),
-    on_bad_request = o.on_bad_request,
+    on_bad_request = o.on_bad_request, mx = metrics_of(o),
     base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
     done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
     host = lis.host, port = lis.port, unix = o.unix,
