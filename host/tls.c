@@ -115,6 +115,17 @@ static void bio_method_init(void) {
 
 /* -- Errors -- */
 
+/* OpenSSL's error queue must be empty before an SSL call whose failure
+ * SSL_get_error explains. ERR_clear_error empties it at a price: in
+ * OpenSSL 3.0 it resets each of the queue's 16 slots, freeing two
+ * strings in each, about 840 instructions (callgrind) even when the queue
+ * is empty; called before every SSL_read_ex and SSL_write_ex that was
+ * 11% of the instructions of a kept-alive HTTPS request on the server.
+ * ERR_peek_error is a look at the queue's ends. */
+static inline void err_reset(void) {
+  if (ERR_peek_error()) ERR_clear_error();
+}
+
 /* An alert from a server that asked this client for a certificate says
  * what went wrong with it: there was none (TLS 1.3 says "certificate
  * required", TLS 1.2 only "handshake failure"), or the server did not
@@ -201,7 +212,7 @@ static int flush(net_conn_t *c, tls_t *t, co_t *co, net_wreq_t **w) {
 
 static int encrypt(net_conn_t *c, tls_t *t, const char *p, size_t n) {
   size_t done;
-  ERR_clear_error();
+  err_reset();
   if (n && !SSL_write_ex(t->ssl, p, n, &done)) {
     set_reason(t);
     c->werr = NET_ETLS;
@@ -213,7 +224,7 @@ static int encrypt(net_conn_t *c, tls_t *t, const char *p, size_t n) {
 /* Runs the handshake on what has arrived. 0 while it goes on or once it
  * is done, NET_ETLS when it failed (after sending OpenSSL's alert). */
 static int handshake(net_conn_t *c, tls_t *t) {
-  ERR_clear_error();
+  err_reset();
   int r = SSL_do_handshake(t->ssl);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
   if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ) set_reason(t);
@@ -238,6 +249,7 @@ static int handshake(net_conn_t *c, tls_t *t) {
  * rmax); 0, UV_EOF after the peer's close_notify, or an error. */
 static int decrypt(net_conn_t *c, tls_t *t) {
   int rc = 0;
+  err_reset(); /* once: a read that succeeds leaves the queue as it was */
   for (;;) {
     size_t room = net_rbuf_reserve(c, 2048);
     if (room == 0) {
@@ -245,7 +257,6 @@ static int decrypt(net_conn_t *c, tls_t *t) {
       break;
     }
     size_t got;
-    ERR_clear_error();
     if (SSL_read_ex(t->ssl, c->rbuf + c->rlen, room, &got)) {
       c->rlen += got;
       continue;
@@ -380,9 +391,9 @@ static int tls_write(net_conn_t *c, const uv_buf_t *bufs, unsigned n, co_t *co,
 static int tls_shutdown(net_conn_t *c, uv_shutdown_cb cb) {
   tls_t *t = c->tp;
   if (t->done && !c->werr) { /* close_notify, best effort */
-    ERR_clear_error();
+    err_reset();
     SSL_shutdown(t->ssl);
-    ERR_clear_error();
+    err_reset();
     flush(c, t, NULL, NULL);
   }
   return uv_shutdown(&c->sreq, &c->u.s, cb);
@@ -524,6 +535,6 @@ int tls_info(const net_conn_t *c, tls_info_t *info) {
   info->resumed = SSL_session_reused(t->ssl);
   info->verified =
       t->cfg->verify && peer && SSL_get_verify_result(t->ssl) == X509_V_OK;
-  ERR_clear_error();
+  err_reset();
   return 0;
 }
