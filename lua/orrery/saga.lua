@@ -226,7 +226,6 @@ end
 -- Runs fn(sc) for a step under its timeout, breaker and limiter. Returns
 -- ok, result_or_err, maybe_applied (the call may have taken effect).
 local function call_step(st, fn, sc)
-  local outer = context.current()
   local ctx, cancel
   if st.timeout then ctx, cancel = context.with_timeout(st.timeout) else ctx = context.current() end
   sc.ctx = ctx
@@ -247,11 +246,6 @@ local function call_step(st, fn, sc)
   local r = sched.pack(pcall(sched.with_ctx, ctx, body))
   local timed_out = ctx.e == "timeout" or (ctx.err and ctx:err() == "timeout")
   if cancel then cancel() end
-  if outer.e then
-    -- the instance's own context ended (a shutdown): not the step's
-    -- failure; the instance is left as recorded, for recovery
-    error("saga: " .. tostring(outer.e) .. "; the instance is left for recovery", 0)
-  end
   if not r[1] then return false, r[2], timed_out end
   if r[2] == nil then
     return false, r[3] == nil and "failed" or r[3], timed_out or r[3] == "timeout"
@@ -293,6 +287,9 @@ local function compensate(inst, todo, cause)
         if good then return true end
         return nil, res
       end)
+      if not ok and context.current():err() then
+        error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
+      end
       if not ok then
         local e = tostring(r)
         write(inst, { ev(inst, "compensation_failed", st.name, attempt, encode({ error = e }, "error")),
@@ -352,6 +349,10 @@ local function forward(inst, from)
       end
       return nil, tostring(res)
     end)
+    if ok == nil and context.current():err() then
+      -- a shutdown, not the step's failure: left as recorded, for recovery
+      error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
+    end
     if ok == nil then
       local cause = tostring(r or inst.last_err)
       local pre = { ev(inst, "step_failed", st.name, attempt, encode({ error = cause, applied = applied }, "error")) }

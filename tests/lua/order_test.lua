@@ -13,7 +13,8 @@ local http = require "orrery.http"
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/order_test%.lua$") or "")
 local EX = root .. "examples/order/"
 local q = T.shquote
-local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "300")
+-- Fewer under the sanitizers, where every process is several times slower.
+local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or (os.getenv("ORRERY_SANITIZED") and "60" or "300"))
 
 local function tmpdir()
   local p = io.popen("mktemp -d")

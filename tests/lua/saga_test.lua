@@ -298,3 +298,29 @@ T.test("orrery saga ls|show|retry|skip: the operator's view of a journal", funct
   T.eq(st, 2)
   T.match(err, "unknown command 'frob'")
 end)
+
+T.test("a shutdown during a step leaves the instance for recovery, not compensated", function()
+  local journal = tmpdb()
+  local status, _, err = T.script([[
+    local orrery = require "orrery"
+    local saga = require "orrery.saga"
+    local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+    local def = saga.define { name = "term", journal = ..., recover = false, steps = {
+      { name = "a", action = function() return "a" end, compensate = function() print("undo a"); return true end },
+      { name = "b", action = function()
+          os.execute("kill -TERM " .. pid)
+          if not orrery.sleep(30) then return nil, "canceled" end -- the shutdown ends it
+          return "b" end, retry = { max_attempts = 3, initial = 1 } },
+    } }
+    print(def:run({}, { key = "t" }))
+  ]], { args = { journal } })
+  T.eq(status ~= nil, true)
+  T.eq(err:match("undo a"), nil)
+  local def = saga.define { name = "term", journal = journal, recover = false, steps = {
+    { name = "a", action = function() return "a" end, compensate = function() return true end },
+    { name = "b", action = function() return "b2" end } } }
+  T.eq(def:get("t").state, "running")
+  T.eq(def:recover(), 1)
+  T.eq(def:get("t").state, "completed")
+  T.eq(def:get("t").result, "b2")
+end)
