@@ -13,8 +13,7 @@ local http = require "orrery.http"
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/order_test%.lua$") or "")
 local EX = root .. "examples/order/"
 local q = T.shquote
--- Fewer under the sanitizers, where every process is several times slower.
-local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or (os.getenv("ORRERY_SANITIZED") and "60" or "300"))
+local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "300")
 
 local function tmpdir()
   local p = io.popen("mktemp -d")
@@ -113,7 +112,12 @@ T.test("a saga completes across the four services; failures compensate", functio
 end)
 
 T.test(("crash test: %d sagas while the order service is killed at random"):format(SAGAS), function()
-  local s = suite { "--crash-rate", os.getenv("ORDER_CRASH_RATE") or "0.003" }
+  -- Under the sanitizers each restart of the crashed service takes
+  -- seconds, and the run overruns the file's time limit: the crash test
+  -- runs with the release build (the sanitized run still covers the
+  -- services, the engine and the journal in the other tests).
+  if os.getenv("ORRERY_SANITIZED") then T.skip("slow under the sanitizers; runs in the release pass") end
+  local s = suite { "--crash-rate", os.getenv("ORDER_CRASH_RATE") or "0.005" }
   local crashes = 0
   local i = 1
   while i <= SAGAS do
