@@ -13,7 +13,7 @@ local http = require "orrery.http"
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/order_test%.lua$") or "")
 local EX = root .. "examples/order/"
 local q = T.shquote
-local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "300")
+local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "200")
 
 local function tmpdir()
   local p = io.popen("mktemp -d")
@@ -171,4 +171,4 @@ T.test(("crash test: %d sagas while the order service is killed at random"):form
   io.stderr:write(("  crash test: %d sagas, %d crashes, %d completed, %d compensated\n")
     :format(SAGAS, crashes, completed, SAGAS - completed))
   s.close()
-end)
+end, { timeout = 240 })
