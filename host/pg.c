@@ -165,7 +165,7 @@ struct pg_conn_s {
   double retry_at;    /* after a failed connect, not before this */
   pg_unit_t *tx;      /* the transaction it is given to */
   /* The round in flight. */
-  uint8_t rkind, rsp, committed, got, nulls;
+  uint8_t rkind, rsp, committed, got, nulls, copy_out;
   pg_unit_t **units;
   int nunits, cap_units;
   pg_cmd_t *cmds;
@@ -407,6 +407,13 @@ static void conn_drop(pg_conn_t *c) {
   c->prepared = 0;
 }
 
+/* Notifications (a LISTEN someone ran) have no reader: libpq would keep
+ * them forever. */
+static void drop_notifies(pg_conn_t *c) {
+  PGnotify *n;
+  while ((n = PQnotifies(c->pg))) PQfreemem(n);
+}
+
 /* Whether an idle connection is still there: reads what the server sent
  * meanwhile (notices, or the error and end of file of a server that went
  * away) without waiting, so that a restarted server is found out before a
@@ -416,6 +423,7 @@ static int conn_alive(pg_conn_t *c) {
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) return 0;
     if (!PQconsumeInput(c->pg)) return 0;
     (void)PQisBusy(c->pg); /* parses it */
+    drop_notifies(c);
     int fd = PQsocket(c->pg);
     if (fd < 0) return 0;
     char b;
@@ -560,7 +568,7 @@ static int round_unit(pg_conn_t *c, pg_unit_t *u) {
 static void round_reset(pg_conn_t *c, int kind) {
   c->rkind = (uint8_t)kind;
   c->nunits = c->ncmds = c->head = 0;
-  c->rsp = c->committed = c->got = c->nulls = 0;
+  c->rsp = c->committed = c->got = c->nulls = c->copy_out = 0;
   free(c->rerr);
   c->rerr = NULL;
   c->rcode[0] = 0;
@@ -829,6 +837,14 @@ static void cmd_result(pg_conn_t *c, pg_cmd_t *cmd, PGresult *r) {
  * a Sync's PGRES_PIPELINE_SYNC with none. */
 static void conn_results(pg_conn_t *c) {
   while (c->state == CS_BUSY && c->head < c->ncmds) {
+    if (c->copy_out) {
+      /* COPY TO STDOUT: its rows are read and dropped. */
+      char *buf;
+      int n;
+      while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) PQfreemem(buf);
+      if (n == 0) return;
+      c->copy_out = 0;
+    }
     if (PQisBusy(c->pg)) return;
     PGresult *r = PQgetResult(c->pg);
     pg_cmd_t *cmd = &c->cmds[c->head];
@@ -864,6 +880,25 @@ static void conn_results(pg_conn_t *c) {
         cmd_result(c, &fake, r);
       } else {
         PQclear(r);
+      }
+      continue;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+      /* COPY has no place in a group: refused, and the connection goes
+       * on (COPY FROM STDIN is ended with an error, the rows of COPY TO
+       * STDOUT are dropped); a replication stream ends it. */
+      PQclear(r);
+      if (cmd->kind == CMD_STMT)
+        unit_fail(c->units[cmd->unit], "pg: COPY is not supported", NULL);
+      if (st == PGRES_COPY_IN) {
+        PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported by orrery.pg");
+        c->want_write = 1;
+      } else if (st == PGRES_COPY_OUT) {
+        c->copy_out = 1;
+      } else {
+        conn_lost(c);
+        return;
       }
       continue;
     }
@@ -933,6 +968,7 @@ static void on_poll(uv_poll_t *hd, int status, int events) {
   if (events & UV_READABLE) (void)PQconsumeInput(c->pg);
   conn_watch(c, c->events); /* drops a handle whose socket libpq closed */
   conn_results(c);
+  if (c->pg) drop_notifies(c);
   if (c->state != CS_BUSY) return;
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     conn_lost(c);

@@ -11,7 +11,7 @@ scripts/deps.sh
 # The real peers some tests start on loopback (nginx as an upstream,
 # promtool and a strict OpenMetrics parser, sslscan), installed here rather
 # than inside a test file, whose run has a time limit.
-scripts/deps.sh nginx prometheus python3-prometheus-client sslscan
+scripts/deps.sh nginx prometheus python3-prometheus-client sslscan postgresql
 bin=$(scripts/build.sh release)
 echo "== tests (release)"
 "$bin" test tests
