@@ -37,11 +37,16 @@ local function exists(path)
   return f ~= nil
 end
 
--- The directory of initdb, pg_ctl and postgres: $PG_BINDIR, the newest
--- /usr/lib/postgresql/N/bin (Debian), or pg_config --bindir.
+-- The directory of initdb, pg_ctl and postgres: $PG_BINDIR when set
+-- (only there), else the newest /usr/lib/postgresql/N/bin (Debian), or
+-- pg_config --bindir.
 function M.bindir()
   local cands = {}
-  if os.getenv("PG_BINDIR") then cands[#cands + 1] = os.getenv("PG_BINDIR") end
+  local env = os.getenv("PG_BINDIR")
+  if env and env ~= "" then
+    local ok = exists(env .. "/initdb") and exists(env .. "/pg_ctl") and exists(env .. "/postgres")
+    return ok and env or nil
+  end
   local p = io.popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r")
   for line in p:lines() do cands[#cands + 1] = line end
   p:close()
@@ -57,7 +62,7 @@ end
 -- missing() -> nil when a cluster can be started, else why not.
 function M.missing()
   if not M.bindir() then
-    return "PostgreSQL server binaries not found (install postgresql, or set PG_BINDIR)"
+    return "PostgreSQL server binaries not found (install postgresql, or set PG_BINDIR to their directory)"
   end
 end
 

@@ -388,6 +388,14 @@ case("connect failures, names, the masked URL", function()
   local db, err = pg.connect(("postgresql://postgres@127.0.0.1:%d/x"):format(port))
   T.eq(db, nil)
   T.eq(err, ('pg: connection to server at "127.0.0.1", port %d failed: Connection refused'):format(port))
+  -- A peer that takes the connection and never answers: connect_timeout.
+  local mute = assert(require("orrery.net").listen { host = "127.0.0.1", port = 0 })
+  local t0 = orrery.now()
+  db, err = pg.connect(("postgresql://postgres@127.0.0.1:%d/x"):format(mute.port), { connect_timeout = 0.2 })
+  T.eq(db, nil)
+  T.eq(err, "pg: connect timed out")
+  T.ok(orrery.now() - t0 < 5)
+  mute:close()
   db, err = pg.connect((cluster.url:gsub("/orrery_test$", "/nope")))
   T.eq(db, nil)
   T.match(err, 'database "nope" does not exist')
@@ -459,6 +467,44 @@ case("bad arguments raise, naming the function", function()
     coroutine.wrap(function() db:exec("SELECT 1") end)()
   end, "would block outside a coroutine")
   db:close()
+end)
+
+case("COPY is refused and the connection goes on; LISTEN, notices", function()
+  local db, t = fresh { pool = 1 }
+  local r, err = db:exec(("COPY %s FROM STDIN"):format(t))
+  T.eq(r, nil)
+  T.eq(err, "pg: COPY is not supported")
+  r, err = db:exec(("COPY %s TO STDOUT"):format(t))
+  T.eq(err, "pg: COPY is not supported")
+  assert(db:exec("LISTEN orrery_ch"))
+  assert(db:exec("NOTIFY orrery_ch, 'x'"))
+  assert(db:exec("DROP TABLE IF EXISTS no_such_table")) -- a notice, dropped
+  T.eq(assert(db:exec(("SELECT count(*) AS n FROM %s"):format(t)))[1].n, 0)
+  db:close()
+end)
+
+case("a handle that is collected closes its connections", function()
+  local name = "orrery_gc_test"
+  local function use()
+    local db = assert(pg.connect(cluster.url .. "?application_name=" .. name, { pool = 2 }))
+    assert(db:exec("SELECT 1"))
+  end
+  local admin = assert(pg.connect(cluster.url, { pool = 1 }))
+  local q = "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1"
+  use()
+  T.eq(count(admin, q, name), 1)
+  collectgarbage()
+  collectgarbage()
+  local n
+  -- The backend exits once it has read the Terminate message: poll the
+  -- server for it (a condition, not a clock).
+  for _ = 1, 500 do
+    n = count(admin, q, name)
+    if n == 0 then break end
+    orrery.sleep(0.01)
+  end
+  T.eq(n, 0)
+  admin:close()
 end)
 
 case("a process that exits with statements in flight ends cleanly", function()
