@@ -20,7 +20,7 @@ local urls = { payment = flags.payment or "http://127.0.0.1:8081",
 
 -- Calls a participant: 200 with ok is success; anything else an error.
 local function call(service, path, key, body, fault)
-  local res, err = http.post(urls[service] .. path, body, { timeout = 2,
+  local res, err = http.post(urls[service] .. path, body, { timeout = 4,
     headers = { ["Idempotency-Key"] = key, ["X-Fault"] = fault } })
   if not res then return nil, err end
   local j = res:json()
@@ -57,9 +57,10 @@ local function remote(name, service, body_of)
       return call(service, "/compensate", sc.key .. ":undo", { key = sc.key, order = sc.id },
         (sc.input.fault or {})[service .. "_undo"])
     end,
-    timeout = 3,
+    timeout = 5,
     retry = { max_attempts = 3, initial = 0.05 },
-    compensate_retry = { max_attempts = 50, initial = 0.05, max_interval = 0.5 },
+    -- a compensation is retried until the participant takes it
+    compensate_retry = { max_attempts = math.huge, initial = 0.05, max_interval = 1 },
   }
 end
 
