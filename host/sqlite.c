@@ -996,8 +996,19 @@ static int l_result(lua_State *L) {
  * still runs, and a transaction it begins is rolled back. */
 static int l_release(lua_State *L) {
   op_ud *ud = luaL_checkudata(L, 1, OP_MT);
-  if (ud->op) op_unref_lua(ud->op);
+  sq_op *op = ud->op;
   ud->op = NULL;
+  if (!op) return 0;
+  /* A BEGIN that succeeded after its waiter was woken by a cancel (but
+   * before it ran): the transaction is open and nobody will end it. */
+  if (op->kind == OP_BEGIN && op->done && !op->err && op->db && op->db->in_tx) {
+    sq_op *rb = calloc(1, sizeof(*rb));
+    if (rb) {
+      rb->kind = OP_ROLLBACK;
+      enqueue(op->db, rb, 1);
+    }
+  }
+  op_unref_lua(op);
   return 0;
 }
 

@@ -117,11 +117,9 @@ T.test(("crash test: %d sagas while the order service is killed at random"):form
   -- runs with the release build (the sanitized run still covers the
   -- services, the engine and the journal in the other tests).
   if os.getenv("ORRERY_SANITIZED") then T.skip("slow under the sanitizers; runs in the release pass") end
-  -- Off by default for now: on a loaded machine a participant's SQLite
-  -- handle can be left held by a barrier transaction whose handler was
-  -- cancelled, and its sagas then never finish compensating (open bug,
-  -- see the issue's note). ORDER_CRASH=1 runs it.
-  if os.getenv("ORDER_CRASH") ~= "1" then T.skip("set ORDER_CRASH=1 (a known wedge under load is open)") end
+  -- Off by default: each restart of the crashed service takes seconds
+  -- (not yet understood), so a run takes 40-100 s. ORDER_CRASH=1 runs it.
+  if os.getenv("ORDER_CRASH") ~= "1" then T.skip("set ORDER_CRASH=1 to run it (40-100 s)") end
   local s = suite { "--crash-rate", os.getenv("ORDER_CRASH_RATE") or "0.005" }
   local crashes = 0
   local i = 1
