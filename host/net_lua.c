@@ -180,8 +180,12 @@ static int l_read_until(lua_State *L) {
   return net_park(L, net_unpark_read, c, "net read", timeout);
 }
 
-/* write(c, data, timeout) -> true | nil, err | ORRERY_PARKED, slot: the
- * write goes on in C; after the wake, write_status says how it ended. */
+/* write(c, data, timeout) -> true | nil, err, false | ORRERY_PARKED, slot:
+ * the write goes on in C; after the wake, write_status says how it ended.
+ * A write that fails at once put none of data on the wire (false): the
+ * socket took nothing (the one write(2) failed, as on a connection the
+ * peer reset) or it was not tried; the HTTP client's retry rule relies on
+ * this. A write that was queued may have sent part of data. */
 static int l_write(lua_State *L) {
   net_conn_t *c = net_check(L, 1);
   size_t len;
@@ -189,7 +193,8 @@ static int l_write(lua_State *L) {
   double timeout = luaL_optnumber(L, 3, -1);
   if (!c) {
     push_err(L, UV_EPIPE);
-    return 2;
+    lua_pushboolean(L, 0);
+    return 3;
   }
   uv_buf_t b = uv_buf_init((char *)s, (unsigned)len);
   co_t *co = host_current->current;
@@ -201,7 +206,8 @@ static int l_write(lua_State *L) {
   }
   if (r < 0) {
     push_cerr(L, c, r);
-    return 2;
+    lua_pushboolean(L, 0);
+    return 3;
   }
   if (!co) { /* outside a coroutine the write just proceeds */
     lua_pushboolean(L, 1);

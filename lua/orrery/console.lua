@@ -10,7 +10,10 @@
 --
 -- The wire protocol is lines. Server to client: "o <text>" is a line of
 -- output, "p <prompt>" asks for input. Client to server: "l <text>" is a
--- line of input, "i" interrupts the running command (Ctrl-C).
+-- line of input, "i" interrupts the running command (Ctrl-C), "c <text>"
+-- asks for the completions of text (Tab), answered by one line "c " and
+-- the candidates separated by tabs, "a" drops the lines typed so far
+-- (Ctrl-C at the prompt).
 local orrery = require "orrery"
 local net = require "orrery.net"
 local sched = require "orrery.sched"
@@ -286,8 +289,13 @@ local function session(srv, conn)
       line = line:sub(1, -2)
       if line == "i" then
         if current then current() end
+      elseif line:sub(1, 2) == "c " then -- Tab: the candidates, in one line
+        local ok, list = pcall(eval.complete, line:sub(3), env)
+        if not conn:write("c " .. table.concat(ok and list or {}, "\t") .. "\n") then break end
       elseif line:sub(1, 2) == "l " then
         input:send(line:sub(3))
+      elseif line == "a" then -- Ctrl-C at the prompt: drop what was typed
+        input:send(false)
       end
     end
     input:close()
@@ -299,31 +307,37 @@ local function session(srv, conn)
     if not send(conn, "p", buf and ">> " or "> ") then break end
     local line, ok = input:recv()
     if not ok then break end
-    if not buf and (line == "exit" or line == "quit") then break end
-    buf = buf and (buf .. "\n" .. line) or line
-    local f, err, more, command = compile(buf)
-    if not (not f and more) then
+    if line == false then
       buf = nil
-      if not f then
-        send(conn, "o", err)
-      else
-        setfenv(f, env)
-        local ctx, cancel = context.with_cancel(srv.ctx)
-        current = cancel
-        local slot = C.orrery_ffi_co_slot()
-        local old = sched.bind(slot, ctx)
-        local r = sched.pack(xpcall(f, eval.traceback))
-        sched.bind(slot, old)
-        current = nil
-        cancel()
-        if not r[1] then
-          send(conn, "o", r[2])
-        elseif command and type(r[2]) == "string" then
-          send(conn, "o", r[2]) -- a command's text, as it is
-        elseif r.n > 1 then
-          local out = {}
-          for i = 2, r.n do out[#out + 1] = eval.show(r[i]) end
-          send(conn, "o", table.concat(out, "\t"))
+      send(conn, "o", "(interrupted; exit or Ctrl-D detaches)")
+    elseif not buf and (line == "exit" or line == "quit") then
+      break
+    else
+      buf = buf and (buf .. "\n" .. line) or line
+      local f, err, more, command = compile(buf)
+      if f or not more then
+        buf = nil
+        if not f then
+          send(conn, "o", err)
+        else
+          setfenv(f, env)
+          local ctx, cancel = context.with_cancel(srv.ctx)
+          current = cancel
+          local slot = C.orrery_ffi_co_slot()
+          local old = sched.bind(slot, ctx)
+          local r = sched.pack(xpcall(f, eval.traceback))
+          sched.bind(slot, old)
+          current = nil
+          cancel()
+          if not r[1] then
+            send(conn, "o", r[2])
+          elseif command and type(r[2]) == "string" then
+            send(conn, "o", r[2]) -- a command's text, as it is
+          elseif r.n > 1 then
+            local out = {}
+            for i = 2, r.n do out[#out + 1] = eval.show(r[i]) end
+            send(conn, "o", table.concat(out, "\t"))
+          end
         end
       end
     end

@@ -50,4 +50,101 @@ function M.traceback(err)
   return table.concat(out, "\n")
 end
 
+-- -- Completion --
+
+local KEYWORDS = { "and", "break", "do", "else", "elseif", "end", "false", "for", "function",
+  "goto", "if", "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until",
+  "while" }
+
+-- The string keys of v, its own and those its metatables' __index tables
+-- lend it, without calling a metamethod (completion must not run code):
+-- fn(key, value) for each.
+local function each_field(v, fn, depth)
+  depth = depth or 0
+  if depth > 8 then return end
+  if type(v) == "table" then
+    for k, x in next, v do
+      if type(k) == "string" then fn(k, x) end
+    end
+  end
+  local mt = debug.getmetatable(v)
+  local idx = type(mt) == "table" and rawget(mt, "__index")
+  if type(idx) == "table" then each_field(idx, fn, depth + 1) end
+end
+
+-- The field name of v, found as each_field does.
+local function field(v, name)
+  for _ = 1, 8 do
+    if type(v) == "table" then
+      local x = rawget(v, name)
+      if x ~= nil then return x end
+    end
+    local mt = debug.getmetatable(v)
+    v = type(mt) == "table" and rawget(mt, "__index")
+    if type(v) ~= "table" then return nil end
+  end
+end
+
+--- complete(line [, env]) -> sorted list of candidates: what Tab offers
+-- for the end of line. A name completes from env's globals (default _G,
+-- and what env's __index table lends it) and the keywords; a.b.c from the
+-- fields of a.b; a:m from the functions of a (a string's methods too).
+-- Each candidate replaces the whole trailing a.b.c.
+function M.complete(line, env)
+  env = env or _G
+  local tok = line:match("[%w_.:]*$")
+  if tok:find("^%d") then return {} end
+  local path, sep, part = tok:match("^(.-)([.:]?)([%w_]*)$")
+  local found, out = {}, {}
+  local function offer(k, x)
+    if k:find("^[%a_][%w_]*$") and k:sub(1, #part) == part and not found[k]
+        and (sep ~= ":" or type(x) == "function") then
+      found[k] = true
+      out[#out + 1] = path .. sep .. k
+    end
+  end
+  if sep == "" then
+    if path ~= "" then return {} end
+    each_field(env, offer)
+    for _, k in ipairs(KEYWORDS) do offer(k, true) end
+  else
+    if path == "" or path:find(":", 1, true) then return {} end
+    local v = env
+    for name in (path .. "."):gmatch("([^.]*)%.") do
+      if not name:find("^[%a_][%w_]*$") then return {} end
+      v = field(v, name)
+      if v == nil then return {} end
+    end
+    each_field(v, offer)
+  end
+  table.sort(out)
+  return out
+end
+
+--- readline(prompt [, complete]) -> line | nil at the end of input |
+-- "", true when Ctrl-C dropped the line (M.drop_line): reads a line with
+-- core.readline, parking the calling coroutine; Tab asks complete(text
+-- before the cursor) for the candidates (default: the globals, as
+-- complete does).
+function M.readline(prompt, complete)
+  local core = require "orrery.core"
+  local sched = require "orrery.sched"
+  complete = complete or M.complete
+  local answer
+  while true do
+    local line, req = sched.await(function(p, _, a) return core.readline(p, a) end, prompt, nil, nil,
+      answer)
+    if line == true then return "", true end
+    if line ~= false then return line end
+    local ok, list = pcall(complete, req)
+    answer = ok and type(list) == "table" and list or {}
+  end
+end
+
+--- drop_line() -> true when a line was being edited at the terminal: it
+-- is dropped, and the readline that reads it returns "", true.
+function M.drop_line()
+  return require("orrery.core").readline(false)
+end
+
 return M

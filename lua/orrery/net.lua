@@ -82,7 +82,9 @@ function Conn:read_all(opt)
   end
 end
 
---- conn:write(data [, timeout|ctx]) -> true | nil, err
+--- conn:write(data [, timeout|ctx]) -> true | nil, err, sent: sent is
+-- false when none of data reached the socket (the write failed at once,
+-- e.g. on a connection the peer had reset), true when part of it may have.
 function Conn:write(data, opt)
   if type(data) ~= "string" then
     error("orrery.net:write: bad argument #1 (string expected, got " .. type(data) .. ")", 2)
@@ -90,13 +92,15 @@ function Conn:write(data, opt)
   local c = self.c
   local timeout, xctx = -1, nil
   if opt ~= nil then timeout, xctx = wait_opt("orrery.net:write", 2, opt) end
-  local r, e = core.write(c, data, timeout)
+  local r, e, sent = core.write(c, data, timeout)
   if r == PARKED then
     local code = park(e, xctx)
-    if code < 0 then return nil, wake_err(code) end
-    return core.write_status(c)
+    if code < 0 then return nil, wake_err(code), true end
+    local ok, err = core.write_status(c)
+    if ok then return ok end
+    return nil, err, true
   end
-  return r, e
+  return r, e, sent
 end
 
 --- conn:shutdown(): ends the write side (the peer reads EOF).

@@ -11,23 +11,30 @@ local orrery = require "orrery"
 
 local sched = require "orrery.sched"
 
--- core.readline parks the REPL's coroutine until a line is there.
-local function readline(prompt)
-  return (sched.await(function(p) return core.readline(p) end, prompt))
-end
-
 local eval = require "orrery.eval"
 local show, compile, user_traceback = eval.show, eval.compile, eval.traceback
+
+-- Reading a line parks the REPL's coroutine until it is there; Tab
+-- completes the globals' names and fields (eval.complete).
+local function readline(prompt)
+  return eval.readline(prompt, eval.complete)
+end
 
 -- Each command runs under a context of its own, which Ctrl-C (SIGINT)
 -- cancels: its waits end with "canceled" and the prompt comes back.
 local current -- the cancel function of the running command
+-- At the prompt, it drops the line being edited.
+local function interrupted()
+  io.stdout:write("(interrupted; Ctrl-D exits)\n")
+  io.stdout:flush()
+end
+
 sched.handlers.interrupt = function()
   if current then
     current()
-  else
-    io.stdout:write("\n(interrupted; Ctrl-D exits)\n")
-    io.stdout:flush()
+  elseif not eval.drop_line() then
+    io.stdout:write("\n")
+    interrupted()
   end
 end
 
@@ -58,26 +65,29 @@ return function(...)
   end
   local buf
   while true do
-    local line = readline(buf and ">> " or "> ")
+    local line, dropped = readline(buf and ">> " or "> ")
     if not line then break end
-    buf = buf and (buf .. "\n" .. line) or line
-    local f, err, more = compile(buf)
-    if not f and more then
-      -- keep reading
+    if dropped then
+      buf = nil -- the lines of an unfinished statement go with it
+      interrupted()
     else
-      buf = nil
-      if not f then
-        print(err)
-      else
-        local r = run(f)
-        if not r[1] then
-          print(r[2])
-        elseif r.n > 1 then
-          local out = {}
-          for i = 2, r.n do out[#out + 1] = show(r[i]) end
-          print(table.concat(out, "\t"))
+      buf = buf and (buf .. "\n" .. line) or line
+      local f, err, more = compile(buf)
+      if f or not more then
+        buf = nil
+        if not f then
+          print(err)
+        else
+          local r = run(f)
+          if not r[1] then
+            print(r[2])
+          elseif r.n > 1 then
+            local out = {}
+            for i = 2, r.n do out[#out + 1] = show(r[i]) end
+            print(table.concat(out, "\t"))
+          end
+          io.stdout:flush()
         end
-        io.stdout:flush()
       end
     end
   end

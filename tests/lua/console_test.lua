@@ -129,3 +129,49 @@ T.test("a grouped dump shows identical stacks once; waits groups long waits by s
   T.raises(function() console.waits("x") end, "orrery.console.waits: bad argument #1")
   ch:close()
 end)
+
+-- A raw client of the console protocol: sends lines, reads what comes.
+local function raw_session(path)
+  local net = require "orrery.net"
+  local c = assert(net.connect { unix = path, timeout = 5 })
+  local function until_kind(kind)
+    while true do
+      local line = assert(c:read_until("\n", 65536, 5))
+      if line:sub(1, 1) == kind then return line:sub(3, -2) end
+    end
+  end
+  return c, until_kind
+end
+
+T.test("Tab over the console protocol: completions from the session's globals and the service's", function()
+  local console = require "orrery.console"
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
+  local srv = assert(console.listen(dir .. "/c.sock"))
+  _G.console_test_inventory = 1
+  local c, until_kind = raw_session(dir .. "/c.sock")
+  until_kind("p")
+  c:write("l mine_own = 1\n")
+  until_kind("p")
+  c:write("c x = console_test_inv\n")
+  T.eq(until_kind("c"), "console_test_inventory")
+  c:write("c mine_\n")
+  T.eq(until_kind("c"), "mine_own")
+  c:write("c orrery.sl\n")
+  T.eq(until_kind("c"), "orrery.sleep")
+  c:write("c nothing_matches_this\n")
+  T.eq(until_kind("c"), "")
+  -- "a" (Ctrl-C at the prompt) drops an unfinished statement.
+  c:write("l y = 1 +\n")
+  T.eq(until_kind("p"), ">> ")
+  c:write("a\n")
+  T.eq(until_kind("o"), "(interrupted; exit or Ctrl-D detaches)")
+  T.eq(until_kind("p"), "> ")
+  c:write("l =y\n")
+  T.eq(until_kind("o"), "nil")
+  c:close()
+  srv:close()
+  _G.console_test_inventory = nil
+  os.execute("rm -rf " .. dir)
+end)

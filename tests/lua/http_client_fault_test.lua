@@ -636,3 +636,70 @@ T.test("a script with idle pooled connections ends when its work does", function
   ]], { timeout = 20 })
   T.eq({ st, out }, { 0, "ok\t1\n" }, err)
 end)
+
+-- -- Through the fault proxy (tests/lua/fault_proxy.lua) --
+--
+-- The project's own server behind the proxy, counting requests.
+
+local FP = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "fault_proxy.lua")
+
+local function upstream()
+  local u = { n = 0 }
+  u.srv = assert(http.listen(function(req)
+    u.n = u.n + 1
+    return 200, req.method .. " " .. u.n
+  end, { host = "127.0.0.1", port = 0 }))
+  u.px = FP.new { port = u.srv.port }
+  function u.close() u.px:close(); u.srv:close() end
+  return u
+end
+
+-- A pooled connection that the peer has reset while it sat idle, and that
+-- the client has not looked at since: the proxy closes its end (a FIN),
+-- one byte written on the client's end meets the closed socket and comes
+-- back as a reset, and nothing yields in between (the loop does not poll,
+-- so the client still takes the connection for alive). The request's
+-- write then fails at once, with nothing on the wire.
+local function reset_behind_idle(c, px)
+  local conn = c.pools[px.url].idle[1]
+  px:kill()
+  conn.t.c:write("x") -- accepted by the socket; the answer is a reset
+  local t = orrery.now() + 0.02 -- the reset crosses the loopback: no yield
+  while orrery.now() < t do end
+  T.eq(conn.t:alive(), true)
+end
+
+T.test("retry rule: a POST whose write put nothing on the wire is retried", function()
+  local u = upstream()
+  local c = http.client()
+  T.eq(assert(c:post(u.px.url .. "/", "charge")):body(), "POST 1")
+  reset_behind_idle(c, u.px)
+  -- Not a byte of it went out: sending it on a fresh connection cannot
+  -- charge twice.
+  local res, err = c:post(u.px.url .. "/", "charge")
+  T.eq(err, nil)
+  T.eq(res:body(), "POST 2")
+  local st = c:stats()[u.px.url]
+  T.eq({ u.n, st.created, st.reused }, { 2, 2, 1 })
+  u.close()
+end)
+
+T.test("fault proxy: a response cut short, a stalled response, a slow upstream", function()
+  local u = upstream()
+  local c = http.client()
+  u.px:fault { dir = "down", after = 20, action = "close" }
+  local res, err = c:get(u.px.url .. "/")
+  T.eq(res, nil)
+  T.eq(err, "bad_response: connection closed in the response head")
+  u.px:fault { dir = "down", action = "stall" }
+  res, err = c:get(u.px.url .. "/", { head_timeout = 0.1 })
+  T.eq(res, nil)
+  T.eq(err, "timeout: response head")
+  u.px:fault { dir = "down", action = "delay", delay = 0.05 }
+  res, err = c:get(u.px.url .. "/", { head_timeout = 2 })
+  T.eq(err, nil)
+  T.eq(res:body(), "GET 3")
+  T.eq(u.n, 3) -- every request reached the upstream; none was retried
+  T.ok(u.px.up > 0 and u.px.down > 0)
+  u.close()
+end)

@@ -431,3 +431,44 @@ T.test("keep-alive GETs stay JIT-compiled in the client", function()
   T.eq(mine, {})
   srv:close()
 end)
+
+-- A client that calls many origins keeps a record (pool and stats) only
+-- for those it used lately: one unused, without connections, for its
+-- idle_timeout (at least a second) is dropped by the next sweep.
+T.test("pool records of origins left unused are dropped: no growth over many origins", function()
+  local srvs = {}
+  for i = 1, 20 do srvs[i] = H.start(function() return 200, "ok" end) end
+  local function url(s) return ("http://127.0.0.1:%d"):format(s.port) end
+  local function count(st)
+    local n = 0
+    for _ in pairs(st) do n = n + 1 end
+    return n
+  end
+  local c = http.client { idle_timeout = 0.2 }
+  for round = 1, 2 do
+    for i = 1, 10 do
+      local s = srvs[(round - 1) * 10 + i]
+      T.eq(assert(c:get(url(s) .. "/")):body(), "ok")
+      T.eq(assert(c:get(url(s) .. "/")):body(), "ok")
+    end
+    -- The first round's origins went with the second round's first new
+    -- origin, all but the one with the open stream.
+    T.eq(count(c:stats()), round == 1 and 10 or 11)
+    -- A stream left open holds its origin's record through the sweeps.
+    if round == 1 then
+      c.held = assert(c:get(url(srvs[1]) .. "/", { stream = true }))
+    end
+    orrery.sleep(1.2) -- past the linger and the sweep's once-a-second
+  end
+  -- The second round's origins go with the next new one.
+  local extra = H.start(function() return 200, "ok" end)
+  T.eq(assert(c:get(url(extra) .. "/")):body(), "ok")
+  local st = c:stats()
+  T.eq(st[url(srvs[1])].active, 1)
+  T.eq(count(st), 2)
+  T.eq(c.nidle, 1) -- the counts stay whole: only extra's connection is idle
+  c.held:close()
+  c:close_idle()
+  extra:close()
+  for _, s in ipairs(srvs) do s:close() end
+end)

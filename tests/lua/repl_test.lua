@@ -137,3 +137,28 @@ T.test("orrery repl takes no arguments", function()
   T.eq(st, 2)
   T.match(err, "unexpected argument 'extra'")
 end)
+
+T.test("complete(line) offers globals, fields and methods for the end of the line", function()
+  local eval = require "orrery.eval"
+  local env = setmetatable({ orrery = require "orrery", greeting = "hi", tbl = { alpha = 1, alps = 2, [3] = 0 } },
+    { __index = _G })
+  T.eq(eval.complete("orrery.sl", env), { "orrery.sleep" })
+  T.eq(eval.complete("x = orrery.sl", env), { "orrery.sleep" }, "only the end of the line")
+  T.eq(eval.complete("tbl.al", env), { "tbl.alpha", "tbl.alps" })
+  T.eq(eval.complete("gree", env), { "greeting" })
+  T.eq(eval.complete("greeting:up", env), { "greeting:upper" }, "a string's methods")
+  T.eq(eval.complete("ret", env), { "return" }, "keywords")
+  T.eq(eval.complete("tabl", env), { "table" }, "the globals env falls back to")
+  local ch = env.orrery.chan()
+  env.ch = ch
+  local m = eval.complete("ch:tr", env)
+  T.eq(m, { "ch:try_recv", "ch:try_send" }, "methods from the metatable's __index")
+  T.eq(eval.complete("nothing.here", env), {})
+  T.eq(eval.complete("12.5", env), {})
+  T.eq(eval.complete("a:b.c", env), {})
+  -- No metamethod runs: an __index function is not called.
+  local called = false
+  env.trap = setmetatable({}, { __index = function() called = true end })
+  T.eq(eval.complete("trap.x.y", env), {})
+  T.ok(not called)
+end)

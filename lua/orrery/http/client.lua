@@ -242,10 +242,16 @@ local function build_head(cl, st)
   return concat(out)
 end
 
+-- st.wrote: some of the request may be on the wire. A write that failed
+-- at once put nothing there (sent == false: the socket took none of it),
+-- which leaves a request that can be retried whatever its method.
 local function write(st, conn, data)
+  local ok, err, sent = conn.t:write(data, limit(st.o.write_timeout, st.deadline))
+  if not ok then
+    if sent ~= false then st.wrote = true end
+    return nil, wait_err(st, err, "write")
+  end
   st.wrote = true
-  local ok, err = conn.t:write(data, limit(st.o.write_timeout, st.deadline))
-  if not ok then return nil, wait_err(st, err, "write") end
   return true
 end
 

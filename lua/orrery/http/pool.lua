@@ -7,6 +7,14 @@
 -- being dialled; a slot freed while requests wait goes straight to the
 -- first of them (the count does not drop), and so does a connection that
 -- ends an exchange cleanly (it never goes idle in between).
+--
+-- Records: cl.pools holds one record per origin, with its stats. A record
+-- whose origin has no connection (active or idle) and no waiter, and
+-- whose last use (p.used: a request that took a connection or ended) is
+-- linger() seconds old, is dropped by the sweep, so that a client that
+-- calls many origins does not keep one record for each of them forever.
+-- Nothing holds a record across a wait while it is empty: a connection
+-- counts in active or idle, a waiter in the queue.
 local net = require "orrery.net"
 local chan = require "orrery.chan"
 local transport = require "orrery.http.transport"
@@ -25,22 +33,13 @@ local M = {}
 local Pool = {}
 Pool.__index = Pool
 
-local function new_pool(key)
+local function new_pool(key, t)
   return setmetatable({ key = key, idle = {}, nidle = 0, active = 0,
     waiters = {}, whead = 1, wtail = 0, created = 0, reused = 0, evicted = 0,
-    waits = 0, wait_time = 0 }, Pool)
+    waits = 0, wait_time = 0, used = t }, Pool)
 end
 
-local function pool_of(cl, scheme, host, port)
-  local key = scheme .. "://" .. host .. ":" .. port
-  local p = cl.pools[key]
-  if not p then
-    p = new_pool(key)
-    p.scheme, p.host, p.port = scheme, host, port
-    cl.pools[key] = p
-  end
-  return p
-end
+local sweep
 
 local function conn_close(cl, conn)
   if conn.closed then return end
@@ -67,6 +66,7 @@ local function free_slot(p)
     w.ch:try_send(false)
   else
     p.active = p.active - 1
+    p.used = now()
   end
 end
 
@@ -78,19 +78,46 @@ local function evict_idle(cl, p, i)
   conn_close(cl, conn)
 end
 
--- Closes idle connections past their time, in every pool; at most once a
--- second, from check-ins (there is no timer: an idle pool must not keep
--- the process alive).
-local function sweep(cl, t)
+-- How long a record outlives its origin's last connection and request:
+-- the idle timeout, and at least a second (a client that keeps nothing
+-- idle still shows its origins' stats right after their requests).
+local function linger(cl)
+  local keep = cl.o.idle_timeout or 0
+  return keep > 1 and keep or 1
+end
+
+-- Closes idle connections past their time, in every pool, and drops the
+-- records of origins unused for linger(); at most once a second, from
+-- check-ins and from new origins (there is no timer: an idle pool must
+-- not keep the process alive).
+function sweep(cl, t)
   if t - cl.swept < 1 then return end
   cl.swept = t
-  for _, p in pairs(cl.pools) do
+  local keep = linger(cl)
+  local pools = cl.pools
+  for key, p in pairs(pools) do
     local idle = p.idle
     local i = 1
     while i <= #idle do
       if idle[i].expires <= t then evict_idle(cl, p, i) else i = i + 1 end
     end
+    if p.active == 0 and p.nidle == 0 and p.whead > p.wtail and t - p.used >= keep then
+      pools[key] = nil -- (clearing a field while traversing is allowed)
+    end
   end
+end
+
+local function pool_of(cl, scheme, host, port)
+  local key = scheme .. "://" .. host .. ":" .. port
+  local p = cl.pools[key]
+  if not p then
+    local t = now()
+    sweep(cl, t)
+    p = new_pool(key, t)
+    p.scheme, p.host, p.port = scheme, host, port
+    cl.pools[key] = p
+  end
+  return p
 end
 
 -- Takes a connection back after an exchange that ended cleanly.
@@ -102,9 +129,10 @@ local function checkin(cl, conn)
     w.ch:try_send(conn)
     return
   end
-  p.active = p.active - 1
   local t = now()
-  sweep(cl, t)
+  sweep(cl, t) -- while p counts this connection: it is not dropped
+  p.active = p.active - 1
+  p.used = t
   if p.nidle >= cl.o.max_idle_per_host or cl.o.max_idle == 0 then
     p.evicted = p.evicted + 1
     conn_close(cl, conn)
@@ -178,8 +206,9 @@ end
 -- are taken most recently used first; past the limit per host, callers
 -- wait in FIFO order within their deadline.
 local function acquire(cl, p, st, fresh)
+  local t = now()
+  p.used = t
   if not fresh then
-    local t = now()
     while p.nidle > 0 do
       local conn = p.idle[p.nidle]
       p.idle[p.nidle] = nil
