@@ -22,6 +22,7 @@ local context = require "orrery.context"
 local eval = require "orrery.eval"
 local profile = require "orrery.profile"
 local C = require "orrery.ffi"
+local bit = require "bit"
 
 local M = {}
 
@@ -348,38 +349,138 @@ end
 local Console = {}
 Console.__index = Console
 
---- console.listen(path) -> console | nil, err: opens a unix socket with
--- mode 0600 that accepts only the user the service runs as (peer
--- credentials are checked); `orrery attach path` connects to it.
--- console.sessions is the number attached now, console.attached the
--- number since it opened.
-function M.listen(path)
-  if type(path) ~= "string" or path == "" then
-    error("orrery.console.listen: bad argument #1 (socket path expected, got " .. type(path) .. ")", 2)
+-- -- Listening --
+
+local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true, localhost = true }
+
+--- console.opened: the consoles open now, in the order they were opened
+-- (the one of --console first).
+M.opened = {}
+
+-- Whether token equals the expected one, in time that depends only on the
+-- expected token's length (never on where the two first differ).
+local function same_token(token, expected)
+  local diff = #token == #expected and 0 or 1
+  for i = 1, #expected do
+    diff = bit.bor(diff, bit.bxor(token:byte(i) or 0, expected:byte(i)))
   end
-  local lis, err = net.listen { unix = path, mode = 384 }
+  return diff == 0
+end
+
+-- tcp://host:port -> host, port; nil when addr is not a TCP address.
+local function tcp_addr(addr)
+  local rest = addr:match("^tcp://(.*)$")
+  if not rest then return nil end
+  local host, port = rest:match("^%[([^%]]+)%]:(%d+)$")
+  if not host then host, port = rest:match("^([^:/%[%]]+):(%d+)$") end
+  if not host or tonumber(port) > 65535 then
+    error("orrery.console.listen: bad address '" .. addr .. "' (tcp://host:port expected)", 3)
+  end
+  return host, tonumber(port)
+end
+
+local function start_session(srv, conn)
+  srv.sessions = srv.sessions + 1
+  srv.attached = srv.attached + 1
+  sched.spawn(srv.ctx, function()
+    session(srv, conn)
+    srv.sessions = srv.sessions - 1
+  end)
+end
+
+-- A TCP connection's first line is "t <token>", within a few seconds; a
+-- bad token is counted, and after max_failures of them the console stops
+-- accepting TCP connections.
+local MAX_HANDSHAKES = 16 -- connections that have not sent their token yet
+
+local function tcp_handshake(srv, conn)
+  if srv.handshakes >= MAX_HANDSHAKES then return conn:close() end
+  srv.handshakes = srv.handshakes + 1
+  local line = conn:read_until("\n", 1024, 5)
+  srv.handshakes = srv.handshakes - 1
+  local token = line and line:match("^t ([^\r\n]*)\r?\n$")
+  if token and same_token(token, srv.token) and not srv.locked then
+    return start_session(srv, conn)
+  end
+  conn:write("o permission denied: bad token\n")
+  conn:close()
+  srv.failures = srv.failures + 1
+  if srv.failures >= srv.max_failures and not srv.locked then
+    srv.locked = true
+    srv.lis:close()
+    io.stderr:write(("orrery.console: %s: %d bad tokens, no longer accepting connections\n")
+      :format(srv.url, srv.failures))
+  end
+end
+
+local LISTEN_OPTS = { token = true, max_failures = true }
+
+--- console.listen(addr [, opts]) -> console | nil, err. addr is a unix
+-- socket path: the socket gets mode 0600 and accepts only the user the
+-- service runs as (peer credentials are checked). Or tcp://host:port on
+-- loopback: every connection must first send opts.token (at least 16
+-- characters, compared in constant time); after opts.max_failures bad
+-- tokens (default 5) the console stops accepting. `orrery attach addr`
+-- connects. console.sessions is the number attached now,
+-- console.attached the number since it opened; console.port the TCP port.
+function M.listen(addr, opts)
+  local F = "orrery.console.listen"
+  if type(addr) ~= "string" or addr == "" then
+    error(F .. ": bad argument #1 (socket path or tcp://host:port expected, got " .. type(addr) .. ")", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error(F .. ": bad argument #2 (options table expected)", 2) end
+  for k in pairs(opts) do
+    if not LISTEN_OPTS[k] then error(("%s: unknown option '%s'"):format(F, tostring(k)), 2) end
+  end
+  local host, port = tcp_addr(addr)
+  local lis, err
+  if host then
+    if not LOOPBACK[host] then
+      error(F .. ": '" .. host .. "' is not loopback (a TCP console listens only there)", 2)
+    end
+    if type(opts.token) ~= "string" or #opts.token < 16 or opts.token:find("[%s%c]") then
+      error(F .. ": a TCP console needs option token (16 characters or more, no spaces)", 2)
+    end
+    local mf = opts.max_failures
+    if mf ~= nil and (type(mf) ~= "number" or mf < 1 or mf % 1 ~= 0) then
+      error(F .. ": option max_failures must be a positive integer", 2)
+    end
+    lis, err = net.listen { host = host == "localhost" and "127.0.0.1" or host, port = port }
+  else
+    if opts.token ~= nil or opts.max_failures ~= nil then
+      error(F .. ": options token and max_failures are for tcp:// consoles", 2)
+    end
+    lis, err = net.listen { unix = addr, mode = 384 }
+  end
   if not lis then return nil, err end
   local ctx, cancel = context.with_cancel(context.without_cancel(context.background()))
   local f = io.open("/proc/self/stat")
   local pid = f and f:read("*l"):match("^(%d+)")
   if f then f:close() end
-  local srv = setmetatable({ lis = lis, path = path, ctx = ctx, cancel = cancel, pid = pid,
-    sessions = 0, attached = 0 }, Console)
+  local srv = setmetatable({ lis = lis, path = not host and addr or nil, ctx = ctx, cancel = cancel,
+    pid = pid, sessions = 0, attached = 0, failures = 0, handshakes = 0 }, Console)
+  if host then
+    srv.host, srv.port = lis.host, lis.port
+    srv.url = ("tcp://%s:%d"):format(lis.host:find(":", 1, true) and "[" .. lis.host .. "]" or lis.host,
+      lis.port)
+    srv.token, srv.max_failures = opts.token, opts.max_failures or 5
+  end
+  M.opened[#M.opened + 1] = srv
   sched.spawn(ctx, function()
     while true do
       local conn = lis:accept()
       if not conn then break end
-      local _, _, same = conn:peer_cred()
-      if not same then
-        conn:write("o permission denied: not the service's user\n")
-        conn:close()
+      if host then
+        sched.spawn(ctx, tcp_handshake, srv, conn)
       else
-        srv.sessions = srv.sessions + 1
-        srv.attached = srv.attached + 1
-        sched.spawn(ctx, function()
-          session(srv, conn)
-          srv.sessions = srv.sessions - 1
-        end)
+        local _, _, same = conn:peer_cred()
+        if not same then
+          conn:write("o permission denied: not the service's user\n")
+          conn:close()
+        else
+          start_session(srv, conn)
+        end
       end
     end
   end)
@@ -388,8 +489,11 @@ end
 
 --- console:close(): stops accepting and ends every session.
 function Console:close()
-  self.lis:close()
+  if not self.locked then self.lis:close() end
   self.cancel()
+  for i, s in ipairs(M.opened) do
+    if s == self then table.remove(M.opened, i) break end
+  end
 end
 
 return M
