@@ -21,6 +21,7 @@ local chan = require "orrery.chan"
 local context = require "orrery.context"
 local eval = require "orrery.eval"
 local profile = require "orrery.profile"
+local leaks = require "orrery.leaks"
 local C = require "orrery.ffi"
 local bit = require "bit"
 
@@ -45,21 +46,30 @@ local function filter_arg(fname, f)
     error(("orrery.console.%s: bad argument #1 (filter table expected, got %s)"):format(fname, type(f)), 3)
   end
   for k in pairs(f) do
-    if k ~= "state" and k ~= "wait" and k ~= "site" and not (k == "group" and fname == "dump") then
-      error(("orrery.console.%s: unknown filter %s (state, wait, site%s)"):format(fname, tostring(k),
+    local known = k == "state" or k == "wait" or k == "site" or k == "leaked"
+    if not known and not (k == "group" and fname == "dump") then
+      error(("orrery.console.%s: unknown filter %s (state, wait, site, leaked%s)"):format(fname, tostring(k),
         fname == "dump" and ", group" or ""), 3)
     end
   end
   return f
 end
 
+-- The coroutines a filter looks at: with leaked, only those parked for
+-- good on channels nothing can reach (orrery.leaks).
+local function listing(f)
+  if f.leaked then return (leaks.find()) end
+  return orrery.coroutines()
+end
+
 --- console.coroutines([filter]) -> list of orrery.coroutines() entries;
--- filter = { state = "waiting", wait = "chan receive", site = "app.lua" }
--- (wait and site match substrings; wait also matches the channel's name).
+-- filter = { state = "waiting", wait = "chan receive", site = "app.lua",
+-- leaked = true } (wait and site match substrings; wait also matches the
+-- channel's name; leaked keeps the coroutines leaks() reports).
 function M.coroutines(filter)
   local f = filter_arg("coroutines", filter)
   local out = {}
-  for _, c in ipairs(orrery.coroutines()) do
+  for _, c in ipairs(listing(f)) do
     if matches(c, f) then out[#out + 1] = c end
   end
   return out
@@ -75,7 +85,7 @@ function M.dump(filter)
   local now = C.orrery_ffi_now()
   local groups, order = {}, {}
   local out = {}
-  for _, c in ipairs(orrery.coroutines()) do
+  for _, c in ipairs(listing(f)) do
     if matches(c, f) then
       local what, tb = orrery.describe(c, now)
       local site = c.main and "startup" or c.site or "?"
@@ -122,24 +132,41 @@ function M.waits(older)
     error("orrery.console.waits: bad argument #1 (seconds expected, got " .. type(older) .. ")", 2)
   end
   local now = C.orrery_ffi_now()
-  local groups, order = {}, {}
+  local list = {}
   for _, c in ipairs(orrery.coroutines()) do
-    if c.state == "waiting" and c.since and now - c.since >= older then
-      local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
-      local key = what .. "\0" .. (c.site or "?")
-      local g = groups[key]
-      if not g then
-        g = { wait = what, site = c.site or "?", count = 0, oldest = 0, ids = {} }
-        groups[key] = g
-        order[#order + 1] = g
-      end
-      g.count = g.count + 1
-      g.ids[#g.ids + 1] = c.id
-      if now - c.since > g.oldest then g.oldest = now - c.since end
+    if c.state == "waiting" and c.since and now - c.since >= older then list[#list + 1] = c end
+  end
+  return M.group(list, now)
+end
+
+--- console.group(list [, now]) -> list of { wait, site, count, oldest,
+-- ids }: coroutines() entries grouped by what they wait on (without its
+-- duration) and where they were created, largest group first.
+function M.group(list, now)
+  now = now or C.orrery_ffi_now()
+  local groups, order = {}, {}
+  for _, c in ipairs(list) do
+    local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
+    local key = what .. "\0" .. (c.site or "?")
+    local g = groups[key]
+    if not g then
+      g = { wait = what, site = c.site or "?", count = 0, oldest = 0, ids = {} }
+      groups[key] = g
+      order[#order + 1] = g
     end
+    g.count = g.count + 1
+    g.ids[#g.ids + 1] = c.id
+    if c.since and now - c.since > g.oldest then g.oldest = now - c.since end
   end
   table.sort(order, function(a, b) return a.count > b.count end)
   return order
+end
+
+--- console.leaks() -> list of { wait, site, count, oldest, ids }: the
+-- coroutines parked for good on channels that nothing live can reach
+-- (orrery.leaks), grouped as waits() groups them.
+function M.leaks()
+  return M.group((leaks.find()))
 end
 
 --- console.channels() -> list of { id, name, role, len, cap, closed } for
@@ -222,6 +249,9 @@ console commands (also in require "orrery.console"):
                                      shows identical stacks once, counted
   waits(older)                       coroutines parked over older s (60),
                                      grouped by wait and creation site
+  leaks()                            coroutines parked for good on channels
+                                     nothing can reach any more, grouped;
+                                     also a filter: dump{leaked=true}
   channels()                         named channels: len, cap, closed
   breakers(), limiters()             circuit breakers and rate limiters
   memory(), lag(), stats()           memory, loop lag, scheduler counts
@@ -244,7 +274,7 @@ end
 -- The session's commands; a line that is one of them alone, or one of them
 -- followed by arguments that do not make Lua of the line, is a call
 -- (`profile 5`, `waits 60`, `dump`).
-local COMMANDS = { coroutines = true, dump = true, waits = true, channels = true, breakers = true,
+local COMMANDS = { coroutines = true, dump = true, waits = true, leaks = true, channels = true, breakers = true,
   limiters = true, memory = true, lag = true, profile = true, stats = true, help = true }
 
 -- compile(src) -> f, err, more, command: as eval.compile, and whether the
