@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* main.c -- the orrery command line: run a script, -e, repl, test. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lualib.h>
 #include <luajit.h>
@@ -16,14 +22,15 @@ static const char usage[] =
     "       orrery run script.lua [args...]\n"
     "       orrery -e 'code' [args...]\n"
     "       orrery repl\n"
-    "       orrery attach SOCKET\n"
+    "       orrery attach SOCKET | tcp://HOST:PORT [--token-file FILE]\n"
     "       orrery test [paths...]\n"
     "       orrery saga ls|show|retry|skip JOURNAL [ID] [--json]\n"
     "\n"
     "options:\n"
     "  -e code     run code as the main coroutine\n"
-    "  --console SOCKET\n"
-    "              open a console on this unix socket (orrery attach)\n"
+    "  --console SOCKET | tcp://127.0.0.1:PORT\n"
+    "              open a console on this unix socket, or on loopback TCP\n"
+    "              with a token (orrery attach)\n"
     "  -v          print the version and exit\n"
     "  -h, --help  print this help and exit\n"
     "\n"
@@ -144,18 +151,109 @@ static int start_main(lua_State *L, int argc, char **argv, int first,
   return 0;
 }
 
-/* Opens the console of --console / ORRERY_CONSOLE (orrery.console). */
-static int open_console(lua_State *L, const char *path) {
+/* Creates the file that holds a TCP console's token: readable by this
+ * user only, and never through a link someone else left at the path
+ * (O_EXCL, O_NOFOLLOW). A regular file of ours that is there already (a
+ * process with the same pid that did not clean up) is replaced. */
+static int write_token_file(const char *path, const char *tok) {
+  int fd =
+      open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  struct stat st;
+  if (fd < 0 && errno == EEXIST && lstat(path, &st) == 0 &&
+      S_ISREG(st.st_mode) && st.st_uid == getuid() && unlink(path) == 0)
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  size_t n = strlen(tok);
+  int ok = write(fd, tok, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
+  if (close(fd) != 0 || !ok) {
+    unlink(path);
+    return -1;
+  }
+  return 0;
+}
+
+/* A TCP console's token: ORRERY_CONSOLE_TOKEN, or 32 random bytes in hex
+ * written to ORRERY_CONSOLE_TOKEN_FILE, by default orrery-console-PID.token
+ * in $XDG_RUNTIME_DIR (else $TMPDIR, else /tmp); file is then its path,
+ * removed at exit. */
+static int console_token(char *tok, size_t toksz, char *file, size_t filesz) {
+  const char *env = getenv("ORRERY_CONSOLE_TOKEN");
+  file[0] = 0;
+  if (env && *env) {
+    snprintf(tok, toksz, "%s", env);
+    return 0;
+  }
+  unsigned char raw[32];
+  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+    fprintf(stderr, "orrery: cannot make a console token: %s\n",
+            strerror(errno));
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof raw && 2 * i + 2 < toksz; i++)
+    snprintf(tok + 2 * i, 3, "%02x", raw[i]);
+  const char *path = getenv("ORRERY_CONSOLE_TOKEN_FILE");
+  if (path && *path) {
+    snprintf(file, filesz, "%s", path);
+  } else {
+    const char *dir = getenv("XDG_RUNTIME_DIR");
+    if (!dir || !*dir) dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    snprintf(file, filesz, "%s/orrery-console-%d.token", dir, (int)getpid());
+  }
+  if (write_token_file(file, tok) != 0) {
+    fprintf(stderr, "orrery: cannot write the console token to %s: %s\n", file,
+            strerror(errno));
+    file[0] = 0;
+    return -1;
+  }
+  return 0;
+}
+
+/* The token file this process wrote, removed at exit also when a script
+ * ends the process with os.exit (the process's, like the signal
+ * dispositions). */
+static char token_file[PATH_MAX];
+
+static void remove_token_file(void) {
+  if (token_file[0]) unlink(token_file);
+}
+
+/* Opens the console of --console / ORRERY_CONSOLE (orrery.console): a
+ * unix socket, or tcp://host:port with a token (console_token). */
+static int open_console(lua_State *L, const char *addr, char *file,
+                        size_t filesz) {
+  char tok[128];
+  int tcp = !strncmp(addr, "tcp://", 6);
+  if (tcp && console_token(tok, sizeof tok, file, filesz) != 0) return -1;
+  if (file[0]) atexit(remove_token_file);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "orrery.console");
   if (lua_pcall(L, 1, 1, 0) != 0) goto fail;
   lua_getfield(L, -1, "listen");
-  lua_pushstring(L, path);
-  if (lua_pcall(L, 1, 2, 0) != 0) goto fail;
+  lua_pushstring(L, addr);
+  if (tcp) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, tok);
+    lua_setfield(L, -2, "token");
+  } else {
+    lua_pushnil(L);
+  }
+  if (lua_pcall(L, 2, 2, 0) != 0) goto fail;
   if (lua_isnil(L, -2)) {
-    fprintf(stderr, "orrery: cannot open the console %s: %s\n", path,
+    fprintf(stderr, "orrery: cannot open the console %s: %s\n", addr,
             lua_tostring(L, -1));
     return -1;
+  }
+  if (tcp) {
+    lua_getfield(L, -2, "url");
+    if (file[0])
+      fprintf(stderr, "orrery: console on %s, token in %s\n",
+              lua_tostring(L, -1), file);
+    else
+      fprintf(stderr,
+              "orrery: console on %s, token from ORRERY_CONSOLE_TOKEN\n",
+              lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   lua_pop(L, 3);
   return 0;
@@ -233,7 +331,8 @@ int main(int argc, char **argv) {
   if (lua_pcall(L, 1, 0, 0) != 0) {
     fprintf(stderr, "orrery: %s\n", lua_tostring(L, -1));
     rc = 1;
-  } else if (console && *console && open_console(L, console) != 0) {
+  } else if (console && *console &&
+             open_console(L, console, token_file, sizeof token_file) != 0) {
     rc = 1;
   } else if (start_main(L, argc, argv, first, code, modname) != 0) {
     rc = 1;

@@ -47,6 +47,23 @@ local function waits(req)
   return 200, json.array(list)
 end
 
+-- /debug/leaks: coroutines parked for good on channels nothing can reach
+-- (console.leaks), and those parked longer than ?older=60 seconds
+-- (console.waits), as JSON; ?format=text gives the grouped dump of the
+-- first kind.
+local function leaks(req)
+  local older = tonumber(req.query.older or "60")
+  if not older or older < 0 then return 400, { error = "older: seconds expected" } end
+  if req.query.format == "text" then
+    local text = console.dump { leaked = true, group = true }
+    return 200, text == "" and "no leaked coroutines\n" or text .. "\n"
+  end
+  local unreachable, long = console.leaks(), console.waits(older)
+  for _, g in ipairs(unreachable) do g.ids = json.array(g.ids) end
+  for _, g in ipairs(long) do g.ids = json.array(g.ids) end
+  return 200, { unreachable = json.array(unreachable), waits = json.array(long) }
+end
+
 -- /debug/pprof/profile?seconds=30: a CPU profile taken while the request
 -- waits, in pprof's format (gzipped profile.proto), or ?format=folded
 -- (flamegraph.pl's input) or ?format=top (a text list).
@@ -79,6 +96,8 @@ end
 --                           ?state=, ?wait=, ?site= filter
 --   GET /debug/waits        ?older=60: coroutines parked longer, grouped
 --                           by wait and creation site (JSON)
+--   GET /debug/leaks        coroutines parked for good on unreachable
+--                           channels, and those parked over ?older=60 s
 --   GET /debug/pprof/profile  ?seconds=30: a CPU profile (pprof's format;
 --                           ?format=folded or top for text)
 --   GET /health             200 {"status":"ok"}, or what health() returns
@@ -106,6 +125,7 @@ function M.listen(opts)
   r:get("/metrics", metrics.handler { registry = opts.registry })
   r:get("/debug/coroutines", coroutines)
   r:get("/debug/waits", waits)
+  r:get("/debug/leaks", leaks)
   r:get("/debug/pprof/profile", pprof_profile)
   r:get("/health", function()
     if not health then return 200, { status = "ok" } end

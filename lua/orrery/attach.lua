@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
--- orrery.attach -- `orrery attach PATH`: the client of a service's console
--- (orrery.console), with the REPL's line editing. Ctrl-C interrupts the
+-- orrery.attach -- `orrery attach PATH` (or tcp://host:port with a token):
+-- the client of a service's console (orrery.console), with the REPL's
+-- line editing and Tab completion from the service. Ctrl-C interrupts the
 -- command running in the service; Ctrl-D or `exit` detaches and leaves
 -- the service running.
 local orrery = require "orrery"
@@ -33,16 +34,59 @@ local function completer(conn)
   end
 end
 
-return function(path, ...)
-  if type(path) ~= "string" or select("#", ...) > 0 then
-    io.stderr:write("usage: orrery attach SOCKET\n")
+local USAGE = "usage: orrery attach SOCKET\n       orrery attach tcp://HOST:PORT [--token-file FILE]\n"
+
+-- The token for a TCP console: the first line of the token file, else
+-- ORRERY_CONSOLE_TOKEN.
+local function token_of(file)
+  if file then
+    local f, err = io.open(file)
+    if not f then return nil, err end
+    local t = f:read("*l")
+    f:close()
+    t = t and t:match("^%s*(.-)%s*$")
+    if t and t ~= "" then return t end
+    return nil, file .. ": no token in it"
+  end
+  local t = os.getenv("ORRERY_CONSOLE_TOKEN")
+  if t and t ~= "" then return t end
+  return nil, "a TCP console needs --token-file FILE or ORRERY_CONSOLE_TOKEN"
+end
+
+local function fail(status, fmt, ...)
+  io.stderr:write(("orrery attach: " .. fmt .. "\n"):format(...))
+  os.exit(status)
+end
+
+return function(...)
+  local path, token_file = ...
+  local nargs = select("#", ...)
+  if nargs == 3 and select(2, ...) == "--token-file" then
+    token_file = select(3, ...)
+  elseif nargs ~= 1 then
+    path = nil
+  end
+  if type(path) ~= "string" then
+    io.stderr:write(USAGE)
     os.exit(2)
   end
-  local conn, err = net.connect { unix = path, timeout = 5 }
-  if not conn then
-    io.stderr:write(("orrery attach: cannot connect to %s: %s\n"):format(path, tostring(err)))
-    os.exit(1)
+  local conn, err
+  local rest = path:match("^tcp://(.*)$")
+  if rest then
+    local host, port = rest:match("^%[([^%]]+)%]:(%d+)$")
+    if not host then host, port = rest:match("^([^:/]+):(%d+)$") end
+    if not host then fail(2, "bad address %s (tcp://host:port expected)", path) end
+    local token, terr = token_of(token_file)
+    if not token then fail(1, "%s", terr) end
+    conn, err = net.connect(host, tonumber(port), { timeout = 5 })
+    if conn and not conn:write("t " .. token .. "\n") then conn, err = nil, "closed" end
+  elseif token_file then
+    io.stderr:write(USAGE)
+    os.exit(2)
+  else
+    conn, err = net.connect { unix = path, timeout = 5 }
   end
+  if not conn then fail(1, "cannot connect to %s: %s", path, tostring(err)) end
   local complete = completer(conn)
   core.interactive(true)
   -- Ctrl-C: the service interrupts the running command; at the prompt the
@@ -51,6 +95,7 @@ return function(path, ...)
     conn:write("i\n")
     eval.drop_line()
   end
+  local prompted = false -- a session was opened (not refused)
   while true do
     local line = conn:read_until("\n", 1048576)
     if not line then break end
@@ -59,6 +104,7 @@ return function(path, ...)
       io.stdout:write(text, "\n")
       io.stdout:flush()
     elseif kind == "p" then
+      prompted = true
       local input, dropped = eval.readline(text, complete)
       if not input then break end
       local msg = dropped and "a\n" or ("l " .. input:gsub("\n", " ") .. "\n")
@@ -66,4 +112,5 @@ return function(path, ...)
     end
   end
   conn:close()
+  if not prompted then os.exit(1) end
 end

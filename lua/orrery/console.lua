@@ -21,7 +21,9 @@ local chan = require "orrery.chan"
 local context = require "orrery.context"
 local eval = require "orrery.eval"
 local profile = require "orrery.profile"
+local leaks = require "orrery.leaks"
 local C = require "orrery.ffi"
+local bit = require "bit"
 
 local M = {}
 
@@ -44,21 +46,30 @@ local function filter_arg(fname, f)
     error(("orrery.console.%s: bad argument #1 (filter table expected, got %s)"):format(fname, type(f)), 3)
   end
   for k in pairs(f) do
-    if k ~= "state" and k ~= "wait" and k ~= "site" and not (k == "group" and fname == "dump") then
-      error(("orrery.console.%s: unknown filter %s (state, wait, site%s)"):format(fname, tostring(k),
+    local known = k == "state" or k == "wait" or k == "site" or k == "leaked"
+    if not known and not (k == "group" and fname == "dump") then
+      error(("orrery.console.%s: unknown filter %s (state, wait, site, leaked%s)"):format(fname, tostring(k),
         fname == "dump" and ", group" or ""), 3)
     end
   end
   return f
 end
 
+-- The coroutines a filter looks at: with leaked, only those parked for
+-- good on channels nothing can reach (orrery.leaks).
+local function listing(f)
+  if f.leaked then return (leaks.find()) end
+  return orrery.coroutines()
+end
+
 --- console.coroutines([filter]) -> list of orrery.coroutines() entries;
--- filter = { state = "waiting", wait = "chan receive", site = "app.lua" }
--- (wait and site match substrings; wait also matches the channel's name).
+-- filter = { state = "waiting", wait = "chan receive", site = "app.lua",
+-- leaked = true } (wait and site match substrings; wait also matches the
+-- channel's name; leaked keeps the coroutines leaks() reports).
 function M.coroutines(filter)
   local f = filter_arg("coroutines", filter)
   local out = {}
-  for _, c in ipairs(orrery.coroutines()) do
+  for _, c in ipairs(listing(f)) do
     if matches(c, f) then out[#out + 1] = c end
   end
   return out
@@ -74,7 +85,7 @@ function M.dump(filter)
   local now = C.orrery_ffi_now()
   local groups, order = {}, {}
   local out = {}
-  for _, c in ipairs(orrery.coroutines()) do
+  for _, c in ipairs(listing(f)) do
     if matches(c, f) then
       local what, tb = orrery.describe(c, now)
       local site = c.main and "startup" or c.site or "?"
@@ -121,24 +132,41 @@ function M.waits(older)
     error("orrery.console.waits: bad argument #1 (seconds expected, got " .. type(older) .. ")", 2)
   end
   local now = C.orrery_ffi_now()
-  local groups, order = {}, {}
+  local list = {}
   for _, c in ipairs(orrery.coroutines()) do
-    if c.state == "waiting" and c.since and now - c.since >= older then
-      local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
-      local key = what .. "\0" .. (c.site or "?")
-      local g = groups[key]
-      if not g then
-        g = { wait = what, site = c.site or "?", count = 0, oldest = 0, ids = {} }
-        groups[key] = g
-        order[#order + 1] = g
-      end
-      g.count = g.count + 1
-      g.ids[#g.ids + 1] = c.id
-      if now - c.since > g.oldest then g.oldest = now - c.since end
+    if c.state == "waiting" and c.since and now - c.since >= older then list[#list + 1] = c end
+  end
+  return M.group(list, now)
+end
+
+--- console.group(list [, now]) -> list of { wait, site, count, oldest,
+-- ids }: coroutines() entries grouped by what they wait on (without its
+-- duration) and where they were created, largest group first.
+function M.group(list, now)
+  now = now or C.orrery_ffi_now()
+  local groups, order = {}, {}
+  for _, c in ipairs(list) do
+    local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
+    local key = what .. "\0" .. (c.site or "?")
+    local g = groups[key]
+    if not g then
+      g = { wait = what, site = c.site or "?", count = 0, oldest = 0, ids = {} }
+      groups[key] = g
+      order[#order + 1] = g
     end
+    g.count = g.count + 1
+    g.ids[#g.ids + 1] = c.id
+    if c.since and now - c.since > g.oldest then g.oldest = now - c.since end
   end
   table.sort(order, function(a, b) return a.count > b.count end)
   return order
+end
+
+--- console.leaks() -> list of { wait, site, count, oldest, ids }: the
+-- coroutines parked for good on channels that nothing live can reach
+-- (orrery.leaks), grouped as waits() groups them.
+function M.leaks()
+  return M.group((leaks.find()))
 end
 
 --- console.channels() -> list of { id, name, role, len, cap, closed } for
@@ -221,6 +249,9 @@ console commands (also in require "orrery.console"):
                                      shows identical stacks once, counted
   waits(older)                       coroutines parked over older s (60),
                                      grouped by wait and creation site
+  leaks()                            coroutines parked for good on channels
+                                     nothing can reach any more, grouped;
+                                     also a filter: dump{leaked=true}
   channels()                         named channels: len, cap, closed
   breakers(), limiters()             circuit breakers and rate limiters
   memory(), lag(), stats()           memory, loop lag, scheduler counts
@@ -243,7 +274,7 @@ end
 -- The session's commands; a line that is one of them alone, or one of them
 -- followed by arguments that do not make Lua of the line, is a call
 -- (`profile 5`, `waits 60`, `dump`).
-local COMMANDS = { coroutines = true, dump = true, waits = true, channels = true, breakers = true,
+local COMMANDS = { coroutines = true, dump = true, waits = true, leaks = true, channels = true, breakers = true,
   limiters = true, memory = true, lag = true, profile = true, stats = true, help = true }
 
 -- compile(src) -> f, err, more, command: as eval.compile, and whether the
@@ -348,38 +379,138 @@ end
 local Console = {}
 Console.__index = Console
 
---- console.listen(path) -> console | nil, err: opens a unix socket with
--- mode 0600 that accepts only the user the service runs as (peer
--- credentials are checked); `orrery attach path` connects to it.
--- console.sessions is the number attached now, console.attached the
--- number since it opened.
-function M.listen(path)
-  if type(path) ~= "string" or path == "" then
-    error("orrery.console.listen: bad argument #1 (socket path expected, got " .. type(path) .. ")", 2)
+-- -- Listening --
+
+local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true, localhost = true }
+
+--- console.opened: the consoles open now, in the order they were opened
+-- (the one of --console first).
+M.opened = {}
+
+-- Whether token equals the expected one, in time that depends only on the
+-- expected token's length (never on where the two first differ).
+local function same_token(token, expected)
+  local diff = #token == #expected and 0 or 1
+  for i = 1, #expected do
+    diff = bit.bor(diff, bit.bxor(token:byte(i) or 0, expected:byte(i)))
   end
-  local lis, err = net.listen { unix = path, mode = 384 }
+  return diff == 0
+end
+
+-- tcp://host:port -> host, port; nil when addr is not a TCP address.
+local function tcp_addr(addr)
+  local rest = addr:match("^tcp://(.*)$")
+  if not rest then return nil end
+  local host, port = rest:match("^%[([^%]]+)%]:(%d+)$")
+  if not host then host, port = rest:match("^([^:/%[%]]+):(%d+)$") end
+  if not host or tonumber(port) > 65535 then
+    error("orrery.console.listen: bad address '" .. addr .. "' (tcp://host:port expected)", 3)
+  end
+  return host, tonumber(port)
+end
+
+local function start_session(srv, conn)
+  srv.sessions = srv.sessions + 1
+  srv.attached = srv.attached + 1
+  sched.spawn(srv.ctx, function()
+    session(srv, conn)
+    srv.sessions = srv.sessions - 1
+  end)
+end
+
+-- A TCP connection's first line is "t <token>", within a few seconds; a
+-- bad token is counted, and after max_failures of them the console stops
+-- accepting TCP connections.
+local MAX_HANDSHAKES = 16 -- connections that have not sent their token yet
+
+local function tcp_handshake(srv, conn)
+  if srv.handshakes >= MAX_HANDSHAKES then return conn:close() end
+  srv.handshakes = srv.handshakes + 1
+  local line = conn:read_until("\n", 1024, 5)
+  srv.handshakes = srv.handshakes - 1
+  local token = line and line:match("^t ([^\r\n]*)\r?\n$")
+  if token and same_token(token, srv.token) and not srv.locked then
+    return start_session(srv, conn)
+  end
+  conn:write("o permission denied: bad token\n")
+  conn:close()
+  srv.failures = srv.failures + 1
+  if srv.failures >= srv.max_failures and not srv.locked then
+    srv.locked = true
+    srv.lis:close()
+    io.stderr:write(("orrery.console: %s: %d bad tokens, no longer accepting connections\n")
+      :format(srv.url, srv.failures))
+  end
+end
+
+local LISTEN_OPTS = { token = true, max_failures = true }
+
+--- console.listen(addr [, opts]) -> console | nil, err. addr is a unix
+-- socket path: the socket gets mode 0600 and accepts only the user the
+-- service runs as (peer credentials are checked). Or tcp://host:port on
+-- loopback: every connection must first send opts.token (at least 16
+-- characters, compared in constant time); after opts.max_failures bad
+-- tokens (default 5) the console stops accepting. `orrery attach addr`
+-- connects. console.sessions is the number attached now,
+-- console.attached the number since it opened; console.port the TCP port.
+function M.listen(addr, opts)
+  local F = "orrery.console.listen"
+  if type(addr) ~= "string" or addr == "" then
+    error(F .. ": bad argument #1 (socket path or tcp://host:port expected, got " .. type(addr) .. ")", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error(F .. ": bad argument #2 (options table expected)", 2) end
+  for k in pairs(opts) do
+    if not LISTEN_OPTS[k] then error(("%s: unknown option '%s'"):format(F, tostring(k)), 2) end
+  end
+  local host, port = tcp_addr(addr)
+  local lis, err
+  if host then
+    if not LOOPBACK[host] then
+      error(F .. ": '" .. host .. "' is not loopback (a TCP console listens only there)", 2)
+    end
+    if type(opts.token) ~= "string" or #opts.token < 16 or opts.token:find("[%s%c]") then
+      error(F .. ": a TCP console needs option token (16 characters or more, no spaces)", 2)
+    end
+    local mf = opts.max_failures
+    if mf ~= nil and (type(mf) ~= "number" or mf < 1 or mf % 1 ~= 0) then
+      error(F .. ": option max_failures must be a positive integer", 2)
+    end
+    lis, err = net.listen { host = host == "localhost" and "127.0.0.1" or host, port = port }
+  else
+    if opts.token ~= nil or opts.max_failures ~= nil then
+      error(F .. ": options token and max_failures are for tcp:// consoles", 2)
+    end
+    lis, err = net.listen { unix = addr, mode = 384 }
+  end
   if not lis then return nil, err end
   local ctx, cancel = context.with_cancel(context.without_cancel(context.background()))
   local f = io.open("/proc/self/stat")
   local pid = f and f:read("*l"):match("^(%d+)")
   if f then f:close() end
-  local srv = setmetatable({ lis = lis, path = path, ctx = ctx, cancel = cancel, pid = pid,
-    sessions = 0, attached = 0 }, Console)
+  local srv = setmetatable({ lis = lis, path = not host and addr or nil, ctx = ctx, cancel = cancel,
+    pid = pid, sessions = 0, attached = 0, failures = 0, handshakes = 0 }, Console)
+  if host then
+    srv.host, srv.port = lis.host, lis.port
+    srv.url = ("tcp://%s:%d"):format(lis.host:find(":", 1, true) and "[" .. lis.host .. "]" or lis.host,
+      lis.port)
+    srv.token, srv.max_failures = opts.token, opts.max_failures or 5
+  end
+  M.opened[#M.opened + 1] = srv
   sched.spawn(ctx, function()
     while true do
       local conn = lis:accept()
       if not conn then break end
-      local _, _, same = conn:peer_cred()
-      if not same then
-        conn:write("o permission denied: not the service's user\n")
-        conn:close()
+      if host then
+        sched.spawn(ctx, tcp_handshake, srv, conn)
       else
-        srv.sessions = srv.sessions + 1
-        srv.attached = srv.attached + 1
-        sched.spawn(ctx, function()
-          session(srv, conn)
-          srv.sessions = srv.sessions - 1
-        end)
+        local _, _, same = conn:peer_cred()
+        if not same then
+          conn:write("o permission denied: not the service's user\n")
+          conn:close()
+        else
+          start_session(srv, conn)
+        end
       end
     end
   end)
@@ -388,8 +519,11 @@ end
 
 --- console:close(): stops accepting and ends every session.
 function Console:close()
-  self.lis:close()
+  if not self.locked then self.lis:close() end
   self.cancel()
+  for i, s in ipairs(M.opened) do
+    if s == self then table.remove(M.opened, i) break end
+  end
 end
 
 return M
