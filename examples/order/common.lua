@@ -63,9 +63,16 @@ end
 -- participant{ name, flags, schema, action, compensate, stats }: a
 -- service with POST /action and POST /compensate, each run through the
 -- barrier under the request's Idempotency-Key, and GET /stats.
+-- --crash-rate P: before and after the barrier, die by SIGKILL with
+-- probability P (the crash test with the participants killed).
 function C.participant(p)
   local flags = p.flags
   flags.name = p.name
+  local crash_rate = tonumber(flags.crash_rate or "0")
+  math.randomseed(tonumber(pid()) + os.time())
+  local function maybe_crash()
+    if crash_rate > 0 and math.random() < crash_rate then os.execute("kill -9 " .. pid()) end
+  end
   local db = assert(sqlite.open(flags.db or (p.name .. ".db")))
   for _, s in ipairs(p.schema) do assert(db:exec(s)) end
   local barrier = idem.barrier(db)
@@ -77,7 +84,9 @@ function C.participant(p)
     local key = req:header("idempotency-key")
     if not key then return 400, { error = "Idempotency-Key required" } end
     local in_ = req:json()
+    maybe_crash()
     local r, err = barrier:action(key, function(tx) return p.action(tx, in_, key) end)
+    maybe_crash()
     if r == nil and err ~= "duplicate" and err ~= "compensated" then
       -- a business refusal is final (409); anything else may pass (503)
       return p.refusals and p.refusals[err] and 409 or 503, { error = err }
@@ -93,7 +102,9 @@ function C.participant(p)
     local in_ = req:json()
     local key = in_.key
     if type(key) ~= "string" then return 400, { error = "body.key (the action's key) required" } end
+    maybe_crash()
     local ok, undone = barrier:compensate(key, function(tx) return p.compensate(tx, in_, key) end)
+    maybe_crash()
     return 200, { ok = true, undone = undone == true, note = ok == nil and undone or nil }
   end)
   app:get("/stats", function() return 200, p.stats(db) end)

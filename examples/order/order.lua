@@ -18,14 +18,18 @@ local urls = { payment = flags.payment or "http://127.0.0.1:8081",
   inventory = flags.inventory or "http://127.0.0.1:8082",
   shipping = flags.shipping or "http://127.0.0.1:8083" }
 
--- Calls a participant: 200 with ok is success; anything else an error.
+-- Calls a participant: 200 with ok is success; a 409 (a business
+-- refusal: out of stock) or an action refused after its compensation
+-- did not take effect (saga.refuse); anything else may have (a lost
+-- answer, a 5xx), and the saga compensates the step too.
 local function call(service, path, key, body, fault)
   local res, err = http.post(urls[service] .. path, body, { timeout = 4,
     headers = { ["Idempotency-Key"] = key, ["X-Fault"] = fault } })
   if not res then return nil, err end
   local j = res:json()
+  if res.status == 409 then return saga.refuse((j and j.error) or "refused") end
   if res.status ~= 200 then return nil, (j and j.error) or ("status " .. res.status) end
-  if path == "/action" and not j.ok then return nil, j.note or "refused" end
+  if path == "/action" and not j.ok then return saga.refuse(j.note or "refused") end
   return j.result or true
 end
 

@@ -223,8 +223,20 @@ end
 
 -- -- Running --
 
+-- What saga.refuse adds to an action's nil, err.
+local REFUSED = setmetatable({}, { __tostring = function() return "saga.refused" end })
+
+--- saga.refuse(err) -> nil, err, <mark>: what an action returns when it
+--- knows it did not take effect and will not on a retry (a business
+--- refusal: "out of stock"). The step is not retried and not compensated.
+function M.refuse(err)
+  if err == nil then err = "refused" end
+  return nil, err, REFUSED
+end
+
 -- Runs fn(sc) for a step under its timeout, breaker and limiter. Returns
--- ok, result_or_err, maybe_applied (the call may have taken effect).
+-- ok, result_or_err, maybe_applied (the call may have taken effect: every
+-- failure but a refusal), refused.
 local function call_step(st, fn, sc)
   local ctx, cancel
   if st.timeout then ctx, cancel = context.with_timeout(st.timeout) else ctx = context.current() end
@@ -246,9 +258,10 @@ local function call_step(st, fn, sc)
   local r = sched.pack(pcall(sched.with_ctx, ctx, body))
   local timed_out = ctx.e == "timeout" or (ctx.err and ctx:err() == "timeout")
   if cancel then cancel() end
-  if not r[1] then return false, r[2], timed_out end
+  if not r[1] then return false, r[2], true end
   if r[2] == nil then
-    return false, r[3] == nil and "failed" or r[3], timed_out or r[3] == "timeout"
+    if r[4] == REFUSED and not timed_out then return false, r[3], false, true end
+    return false, r[3] == nil and "failed" or r[3], true
   end
   if timed_out then return false, "timeout", true end
   return true, r[2], false
@@ -337,11 +350,19 @@ local function forward(inst, from)
     -- A step interrupted by a crash may have taken effect: whatever its
     -- later attempts say, it is compensated if the saga turns back.
     local applied = inst.interrupted == i
+    -- A refusal ends the retries (steps after the pivot only move
+    -- forward: there it is retried as any failure).
+    local refusal
+    local final = not def.pivot or i <= def.pivot
     local ok, r = st.retry:call(function()
       attempt = attempt + 1
       if attempt > 1 then write(inst, { ev(inst, "step_started", st.name, attempt, nil) }) end
-      local good, res, maybe = call_step(st, st.action, step_ctx(inst, st, attempt))
+      local good, res, maybe, refused = call_step(st, st.action, step_ctx(inst, st, attempt))
       if good then return res end
+      if refused and final then
+        refusal = tostring(res)
+        return REFUSED
+      end
       applied = applied or maybe
       if attempt >= 1 then
         -- the failure is recorded with the next start (or the end)
@@ -349,6 +370,7 @@ local function forward(inst, from)
       end
       return nil, tostring(res)
     end)
+    if ok == REFUSED then ok, r = nil, refusal end
     if ok == nil and context.current():err() then
       -- a shutdown, not the step's failure: left as recorded, for recovery
       error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
@@ -390,7 +412,18 @@ local function run_inst(inst, from)
   return r, e
 end
 
-local function same(a, b) return a == b end
+-- Whether a recorded input (JSON text) is the input given now. Text
+-- equality is the quick answer; otherwise both are compared with their
+-- keys sorted, since a table's member order (and so its JSON text) can
+-- differ between processes: LuaJIT seeds its string hashes per process.
+local function same(recorded, inp)
+  if recorded == inp then return true end
+  if type(recorded) ~= "string" or type(inp) ~= "string" then return false end
+  local a, b = json.decode(recorded), json.decode(inp)
+  if a == nil or b == nil then return false end
+  local sa = json.try_encode(a, { sort_keys = true })
+  return sa ~= nil and sa == json.try_encode(b, { sort_keys = true })
+end
 
 -- Creates the instance (or finds the one with its key). Returns inst, nil
 -- for a new one; nil, row for an existing one; nil, nil, err.

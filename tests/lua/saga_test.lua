@@ -23,7 +23,9 @@ local function order_saga(journal, opts)
     return function(sc)
       log[#log + 1] = name
       local f = opts.fail and opts.fail[name]
-      if f and f(sc) then return nil, name .. " failed" end
+      local how = f and f(sc)
+      if how == "refuse" then return saga.refuse(name .. " failed") end
+      if how then return nil, name .. " failed" end
       return { by = name, key = sc.key, attempt = sc.attempt }
     end, function(sc)
       log[#log + 1] = undo
@@ -68,9 +70,11 @@ T.test("a saga that succeeds runs every step once, in order, and records it all"
     "step_done/ship", "finished" })
 end)
 
-T.test("a failure at each step compensates the steps before it, last first", function()
-  local undo = { create = {}, charge = { "cancel" }, reserve = { "refund", "cancel" },
-    ship = { "release", "refund", "cancel" } }
+T.test("a failure at each step compensates it and the steps before it, last first", function()
+  -- a failure may have taken effect (a call whose answer was lost): the
+  -- failed step is compensated first
+  local undo = { create = { "cancel" }, charge = { "refund", "cancel" },
+    reserve = { "release", "refund", "cancel" }, ship = { "unship", "release", "refund", "cancel" } }
   local journal = tmpdb()
   for _, at in ipairs { "create", "charge", "reserve", "ship" } do
     local def, log = order_saga(journal, { name = "fail-" .. at,
@@ -85,6 +89,39 @@ T.test("a failure at each step compensates the steps before it, last first", fun
     for _, u in ipairs(undo[at]) do want[#want + 1] = u end
     T.eq(log, want, "failure at " .. at)
   end
+end)
+
+T.test("a refusal (saga.refuse) is not retried and not compensated", function()
+  local undo = { create = {}, charge = { "cancel" }, reserve = { "refund", "cancel" },
+    ship = { "release", "refund", "cancel" } }
+  local journal = tmpdb()
+  for _, at in ipairs { "create", "charge", "reserve", "ship" } do
+    local def, log = order_saga(journal, { name = "refuse-" .. at,
+      charge_retry = { max_attempts = 3, initial = 0 },
+      fail = { [at] = function() return "refuse" end } })
+    local r, err = def:run({})
+    T.eq({ r, err }, { nil, at .. " failed" })
+    local expect = { "create", "charge", "reserve", "ship" }
+    local i = 1
+    while expect[i] ~= at do i = i + 1 end
+    local want = {}
+    for k = 1, i do want[k] = expect[k] end
+    for _, u in ipairs(undo[at]) do want[#want + 1] = u end
+    T.eq(log, want, "failure at " .. at)
+  end
+end)
+
+T.test("an action that raises is compensated too; after the pivot a refusal is retried", function()
+  local def, log = order_saga(tmpdb(), { fail = { reserve = function() error("bug in reserve") end } })
+  local r, err = def:run({})
+  T.eq(r, nil)
+  T.match(err, "bug in reserve")
+  T.eq(log, { "create", "charge", "reserve", "release", "refund", "cancel" })
+  local n = 0
+  local def2, log2 = order_saga(tmpdb(), { name = "pivoted", pivot_reserve = true,
+    fail = { ship = function() n = n + 1; return n < 3 and "refuse" end } })
+  assert(def2:run({}))
+  T.eq(log2, { "create", "charge", "reserve", "ship", "ship", "ship" })
 end)
 
 T.test("a step is retried by its policy with a stable idempotency key", function()
@@ -109,7 +146,7 @@ end)
 T.test("a compensation that keeps failing leaves compensation_failed; retry finishes it", function()
   local broken = true
   local def, log = order_saga(tmpdb(), { fail = {
-    reserve = function() return true end,
+    reserve = function() return "refuse" end,
     refund = function() return broken end } })
   local r, err = def:run({}, { key = "stuck" })
   T.eq({ r, err }, { nil, "reserve failed" })
@@ -154,6 +191,21 @@ T.test("the same key returns the same instance; a different input is key_conflic
   T.eq(r2[1], true)
   T.eq(r1[2], r2[2])
   T.eq(#log2, 4, "the duplicate did not run the steps again")
+end)
+
+T.test("the same key from another process matches whatever member order it recorded", function()
+  -- LuaJIT seeds its string hashes per process, so the process that
+  -- recorded an input may have written its members in another order.
+  local def, log = order_saga(tmpdb())
+  local input = { sku = "apple", qty = 1, amount = 42, note = "x" }
+  local a = assert(def:run(input, { key = "other-order" }))
+  assert(def.journal.db:exec("UPDATE saga_instances SET input = ? WHERE key = ?",
+    '{"note":"x","amount":42,"qty":1,"sku":"apple"}', "other-order"))
+  local b = assert(def:run({ amount = 42, qty = 1, sku = "apple", note = "x" }, { key = "other-order" }))
+  T.eq(b, a)
+  T.eq(#log, 4, "ran once")
+  T.eq({ def:run({ amount = 43, qty = 1, sku = "apple", note = "x" }, { key = "other-order" }) },
+    { nil, "key_conflict" })
 end)
 
 T.test("a step past its deadline fails with timeout and is compensated too", function()
