@@ -240,7 +240,9 @@ T.test("bad definitions and arguments raise errors naming the function", functio
   T.raises(function() def:run({}, { kee = 1 }) end, "orrery.saga.run: unknown option 'kee'")
   T.raises(function() def:run({}, { key = 1 }) end, "bad option 'key'")
   T.raises(function() def:run(function() end) end, "cannot be journaled")
-  T.eq({ saga.journal("postgresql://x") }, { nil, "saga: unsupported journal URL postgresql://x" })
+  T.eq({ saga.journal("mysql://x") }, { nil, "saga: unsupported journal URL mysql://x" })
+  T.raises(function() saga.journal(j, { leese = 1 }) end, "orrery.saga.journal: unknown option 'leese'")
+  T.raises(function() saga.define { name = "x", journal = j, steps = { ok }, resume_versions = 1 } end, "bad option 'resume_versions'")
 end)
 
 T.test("orrery saga ls|show|retry|skip: the operator's view of a journal", function()
