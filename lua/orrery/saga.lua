@@ -280,6 +280,7 @@ local function compensate(inst, todo, cause)
         return nil, res
       end)
       if not ok and context.current():err() then
+        if inst.lost then error("saga: lease lost: another process owns the instance; stopped driving it", 0) end
         error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
       end
       if not ok then
@@ -342,6 +343,7 @@ local function forward(inst, from)
       return nil, tostring(res)
     end)
     if ok == nil and context.current():err() then
+      if inst.lost then error("saga: lease lost: another process owns the instance; stopped driving it", 0) end
       -- a shutdown, not the step's failure: left as recorded, for recovery
       error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
     end
@@ -467,8 +469,8 @@ end
 
 --- def:wait(id) -> as def:run's result, once the instance has finished
 function Def:wait(id)
-  local row = assert(self.journal:find(id))
-  if not row then return nil, "not_found" end
+  local row, err = self.journal:find(id)
+  if not row then return nil, err or "not_found" end
   return wait_existing(self, row)
 end
 
@@ -498,7 +500,7 @@ local function resume(def, row)
   if row.version ~= def.version then
     local gone = missing_step(def, evs)
     if gone then
-      return "skipped", ("recorded under version %s, whose step '%s' version %s lacks")
+      return "skipped", ("recorded under version %s with step '%s', which version %s does not define")
         :format(tostring(row.version), gone, tostring(def.version))
     end
   end
@@ -640,8 +642,8 @@ end
 --- def:retry(id) -> result | nil, err: runs the compensations still owed
 --- by an instance in compensation_failed again.
 function Def:retry(id)
-  local row = assert(self.journal:find(id))
-  if not row then return nil, "not_found" end
+  local row, err = self.journal:find(id)
+  if not row then return nil, err or "not_found" end
   if row.state ~= "compensation_failed" or not self.journal:reopen(row.id) then return nil, "not_failed" end
   row.state = "compensating"
   self.inflight[row.id] = {}

@@ -240,7 +240,7 @@ local FENCE = "WITH f AS (UPDATE saga_instances SET lease_until = " .. LEASE:for
 
 local RENEW = "UPDATE saga_instances SET lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE owner = $1 FOR UPDATE SKIP LOCKED) RETURNING id"
-local LOST = "SELECT id FROM saga_instances WHERE id = ANY($1::text[]) AND owner IS DISTINCT FROM $2 AND state IN ('running', 'compensating')"
+local LOST = "SELECT id FROM saga_instances WHERE id = ANY($1::text[]) AND owner IS DISTINCT FROM $2"
 local RELEASE = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = $1 AND id = ANY($2::text[])"
 local CLAIM = "UPDATE saga_instances SET owner = $1, lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE name = $3 AND state IN ('running', 'compensating')" ..
@@ -304,10 +304,11 @@ local function open_pg(url, opts, schema, new_id)
     final_state_sql = "UPDATE saga_instances SET state = $1, result = $2, error = $3, updated = $4, owner = NULL, lease_until = NULL WHERE id = $5",
     hand_back_sql = "UPDATE saga_instances SET state = 'compensating', updated = ?, owner = NULL, lease_until = NULL WHERE id = ?",
     leased = true, lease = opts.lease or 30,
-    owner = opts.owner or ("%s:%s:%s"):format(host_name(), pid(), new_id()),
+    owner = opts.owner or ("%s:%s:%s"):format(host_name(), pid(), new_id and new_id() or "cli"),
     tracked = {}, unowned = {}, lease_ok = now() }, Pg)
   j.renew_every = j.lease / 3
-  orrery.go(function() j:renewer() end)
+  -- The engine's handle renews leases; the command line's does not.
+  if schema then orrery.go(function() j:renewer() end) end
   return j
 end
 
@@ -435,8 +436,9 @@ end
 
 local OPEN_OPTS = { lease = true, owner = true, pool = true }
 
--- open(url, opts, schema, new_id) -> journal | nil, err. schema: create
--- the tables when missing.
+-- open(url, opts, engine, new_id) -> journal | nil, err. engine: the
+-- handle of orrery.saga (creates the tables when missing and, on
+-- PostgreSQL, renews leases); else the command line's.
 function M.open(url, opts, schema, new_id)
   local F = "orrery.saga.journal"
   opts = check.opts(F, opts, OPEN_OPTS, 4, 2)

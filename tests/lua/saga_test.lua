@@ -326,3 +326,30 @@ T.test("a shutdown during a step leaves the instance for recovery, not compensat
   T.eq(def:get("t").state, "completed")
   T.eq(def:get("t").result, "b2")
 end)
+
+T.test("recovery leaves an instance of another version in place and reports it", function()
+  local journal = tmpdb()
+  T.eq(T.script(CHILD, { args = { "b", journal, "retry" } }), 137, "the child was killed")
+  local log = {}
+  local function define(version, bname, resume_versions)
+    return saga.define { name = "crashy", version = version, journal = journal, recover = false,
+      resume_versions = resume_versions, steps = {
+        { name = "a", action = function() return "a" end },
+        { name = bname, action = function() log[#log + 1] = bname; return "b" end },
+        { name = "c", action = function() log[#log + 1] = "c"; return "c" end },
+      } }
+  end
+  local n, skipped = define(2, "b"):recover()
+  T.eq(n, 0)
+  T.eq(#skipped, 1)
+  T.eq(skipped[1].version, 1)
+  T.match(skipped[1].reason, "recorded under version 1; this is version 2")
+  n, skipped = define(3, "b2", { 1 }):recover()
+  T.eq(n, 0)
+  T.match(skipped[1].reason, "with step 'b', which version 3 does not define")
+  T.eq(log, {})
+  local v4 = define(4, "b", { 1 })
+  T.eq(v4:recover(), 1)
+  T.eq(log, { "b", "c" })
+  T.eq(v4:get("crash-1").state, "completed")
+end)
