@@ -240,7 +240,7 @@ local FENCE = "WITH f AS (UPDATE saga_instances SET lease_until = " .. LEASE:for
 
 local RENEW = "UPDATE saga_instances SET lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE owner = $1 FOR UPDATE SKIP LOCKED) RETURNING id"
-local LOST = "SELECT id FROM saga_instances WHERE id = ANY($1::text[]) AND owner IS DISTINCT FROM $2"
+local LOST = "SELECT id, owner FROM saga_instances WHERE id = ANY($1::text[]) AND owner IS DISTINCT FROM $2"
 local RELEASE = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = $1 AND id = ANY($2::text[])"
 local CLAIM = "UPDATE saga_instances SET owner = $1, lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE name = $3 AND state IN ('running', 'compensating')" ..
@@ -305,7 +305,7 @@ local function open_pg(url, opts, schema, new_id)
     hand_back_sql = "UPDATE saga_instances SET state = 'compensating', updated = ?, owner = NULL, lease_until = NULL WHERE id = ?",
     leased = true, lease = opts.lease or 30,
     owner = opts.owner or ("%s:%s:%s"):format(host_name(), pid(), new_id and new_id() or "cli"),
-    tracked = {}, unowned = {}, lease_ok = now() }, Pg)
+    tracked = {}, unowned = {}, suspect = {}, lease_ok = now() }, Pg)
   j.renew_every = j.lease / 3
   -- The engine's handle renews leases; the command line's does not.
   if schema then orrery.go(function() j:renewer() end) end
@@ -370,7 +370,8 @@ end
 -- lease. Best effort: failing that, the lease runs out.
 function Pg:release(id)
   self.tracked[id] = nil
-  self.db:exec(RELEASE, self.owner, array { id })
+  -- not cut short by the cancellation that may have stopped the instance
+  self.db:batch_uncancelled { { RELEASE, self.owner, array { id } } }
 end
 
 function Pg:lose(id)
@@ -405,13 +406,24 @@ function Pg:renew()
   for id in pairs(self.tracked) do
     if not seen[id] then missing[#missing + 1] = id end
   end
+  -- Owned by another process: lost. Without an owner: either finished
+  -- by another process, or finished here a moment ago (its last write
+  -- committed, the coroutine not yet told): lost only when it is still
+  -- driven here at the next renewal.
+  local suspect = {}
   if #missing > 0 then
     local lost = self.db:exec(LOST, array(missing), self.owner)
     for _, r in ipairs(lost or {}) do
-      io.stderr:write(("orrery.saga: %s: lease lost (another process owns it now); stopping it\n"):format(r.id))
-      self:lose(r.id)
+      if r.owner or self.suspect[r.id] then
+        io.stderr:write(("orrery.saga: %s: lease lost (%s); stopping it\n"):format(r.id,
+          r.owner and "another process owns it now" or "it has no owner any more"))
+        self:lose(r.id)
+      else
+        suspect[r.id] = true
+      end
     end
   end
+  self.suspect = suspect
   -- Released only when seen untracked twice in a row: a claim or a
   -- create whose answer is still on its way is not released.
   local release, unowned = {}, {}
