@@ -368,12 +368,12 @@ local function forward(inst, from)
   end
 end
 
-local function new_inst(def, id, key, input)
+local function new_inst(def, id, key, input, parent)
   local inst = { def = def, journal = def.journal, id = id, key = key, input = input, seq = 0,
     results = {}, done = {}, state = "running" }
   -- The instance's own context: cancelled when its lease is lost, which
   -- ends the step's waits; the instance is then no longer driven here.
-  local ctx, cancel = context.with_cancel()
+  local ctx, cancel = context.with_cancel(parent)
   inst.ctx = ctx
   inst.lose = function()
     inst.lost = true
@@ -398,10 +398,10 @@ local function same(a, b) return a == b end
 
 -- Creates the instance (or finds the one with its key). Returns inst, nil
 -- for a new one; nil, row for an existing one; nil, nil, err.
-local function create(def, input, key)
+local function create(def, input, key, parent)
   local id = new_id()
   local inp = encode(input, "the saga input")
-  local inst = new_inst(def, id, key, input)
+  local inst = new_inst(def, id, key, input, parent)
   local ok, err = def.journal:insert(inst, { name = def.name, version = def.version, input = inp, at = now() }, {
     ev(inst, "started", nil, nil, inp),
     ev(inst, "step_started", def.steps[1].name, 1, nil),
@@ -457,7 +457,7 @@ function Def:start(input, opts)
   if key ~= nil and type(key) ~= "string" then check.bad_opt("orrery.saga.start", "key", "string", key, 3) end
   -- Under the root context: the instance outlives the caller (a request
   -- handler whose context ends with its response).
-  local inst, row, err = sched.with_ctx(sched.root, create, self, input, key)
+  local inst, row, err = create(self, input, key, sched.root)
   if not inst then
     if row then return row.id end
     return nil, err
