@@ -232,6 +232,12 @@ local PG_SCHEMA = {
 
 local LEASE = "now() + $%d::float8 * interval '1 second'"
 
+-- The fence: takes the instance's row lock, renews its lease, and fails
+-- (division by zero, SQLSTATE 22012) unless this process owns it, which
+-- makes the whole batch fail.
+local FENCE = "WITH f AS (UPDATE saga_instances SET lease_until = " .. LEASE:format(3) ..
+  " WHERE id = $1 AND owner = $2 RETURNING 1) SELECT 1 / (SELECT count(*) FROM f) AS owned"
+
 local RENEW = "UPDATE saga_instances SET lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE owner = $1 FOR UPDATE SKIP LOCKED) RETURNING id"
 local LOST = "SELECT id, owner FROM saga_instances WHERE id = ANY($1::text[]) AND owner IS DISTINCT FROM $2"
@@ -293,7 +299,9 @@ local function open_pg(url, opts, schema, new_id)
       return nil, e
     end
   end
-  local j = setmetatable({ db = db, url = url, kind = "pg", sql = pg_sql,
+  local j = setmetatable({ db = db, url = url, kind = "pg", sql = pg_sql, ev_sql = dollars(EV),
+    set_state_sql = dollars(SET_STATE),
+    final_state_sql = "UPDATE saga_instances SET state = $1, result = $2, error = $3, updated = $4, owner = NULL, lease_until = NULL WHERE id = $5",
     hand_back_sql = "UPDATE saga_instances SET state = 'compensating', updated = ?, owner = NULL, lease_until = NULL WHERE id = ?",
     leased = true, lease = opts.lease or 30,
     owner = opts.owner or ("%s:%s:%s"):format(host_name(), pid(), new_id and new_id() or "cli"),
@@ -304,98 +312,27 @@ local function open_pg(url, opts, schema, new_id)
   return j
 end
 
--- Each write is one statement, whatever it holds: the fence (an UPDATE
--- of the instance's row, owned by this process, that renews its lease and
--- applies the state change if any) and the events, inserted only for the
--- row the fence returned; the final SELECT fails (division by zero,
--- SQLSTATE 22012) when the fence matched nothing, which undoes it all.
--- One statement instead of one per event keeps the server's work per
--- boundary small. The SQL is made once per shape.
-local EV_VALUES = "($%d::integer, $%d::text, $%d::text, $%d::integer, $%d::float8, $%d::text)"
-local EV_INSERT = "INSERT INTO saga_events (instance, seq, kind, step, attempt, at, data)" ..
-  " SELECT f.id, v.seq, v.kind, v.step, v.attempt, v.at, v.data FROM %s f," ..
-  " (VALUES %s) AS v (seq, kind, step, attempt, at, data)"
-
-local function values(first, nev)
-  local vs = {}
-  for i = 0, nev - 1 do
-    local b = first + i * 6
-    vs[#vs + 1] = EV_VALUES:format(b, b + 1, b + 2, b + 3, b + 4, b + 5)
-  end
-  return table.concat(vs, ", ")
-end
-
-local write_sql = {}
-local function pg_write_sql(nev, st)
-  local k = nev .. (st or "")
-  local sql = write_sql[k]
-  if sql then return sql end
-  local sets, first = { "lease_until = " .. LEASE:format(3) }, 4
-  if st then
-    sets[2] = "state = $4, result = $5, error = $6, updated = $7::float8"
-    if st == "final" then sets[1] = "owner = NULL, lease_until = NULL" end
-    first = 8
-  end
-  sql = "WITH f AS (UPDATE saga_instances SET " .. table.concat(sets, ", ") ..
-    " WHERE id = $1 AND owner = $2 RETURNING id)"
-  if nev > 0 then sql = sql .. ", e AS (" .. EV_INSERT:format("f", values(first, nev)) .. ")" end
-  sql = sql .. " SELECT 1 / (SELECT count(*) FROM f) AS owned"
-  write_sql[k] = sql
-  return sql
-end
-
-local insert_sql = {}
-local function pg_insert_sql(nev)
-  local sql = insert_sql[nev]
-  if sql then return sql end
-  sql = "WITH i AS (INSERT INTO saga_instances (id, key, name, version, state, input, created, updated, owner, lease_until)" ..
-    " VALUES ($1, $2, $3, $4, 'running', $5, $6, $6, $7, " .. LEASE:format(8) .. ") RETURNING id) " ..
-    EV_INSERT:format("i", values(9, nev))
-  insert_sql[nev] = sql
-  return sql
-end
-
-local function push_events(st, evs)
-  local n = #st
-  for _, e in ipairs(evs) do
-    st[n + 1], st[n + 2], st[n + 3], st[n + 4], st[n + 5], st[n + 6] =
-      e.seq, e.kind, e.step, e.attempt, e.at, e.data
-    n = n + 6
-  end
-  st.n = n
-  return st
+function Pg:state_stmt(inst, o)
+  return { FINAL[o.state] and self.final_state_sql or self.set_state_sql,
+    o.state, o.result, o.error, o.at, inst.id, n = 6 }
 end
 
 function Pg:insert(inst, r, evs)
-  local st = push_events({ pg_insert_sql(#evs), inst.id, inst.key, r.name, r.version, r.input, r.at,
-    self.owner, self.lease, n = 9 }, evs)
-  local ok, err, code = self.db:batch { st }
+  local stmts = { { "INSERT INTO saga_instances (id, key, name, version, state, input, created, updated, owner, lease_until) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, " .. LEASE:format(9) .. ")",
+    inst.id, inst.key, r.name, r.version, r.input, r.at, r.at, self.owner, self.lease, n = 10 } }
+  self:stmts(inst, evs, stmts)
+  local ok, err, code = self.db:batch(stmts)
   if ok then return true end
   if code == "23505" then return nil, "duplicate" end
   return nil, err
 end
 
 function Pg:write(inst, ops)
-  local evs, state = {}, nil
-  for _, o in ipairs(ops) do
-    if o.state then
-      assert(not state, "one state change per write")
-      state = o
-    else
-      evs[#evs + 1] = o
-    end
-  end
-  local st
-  if state then
-    st = { pg_write_sql(#evs, FINAL[state.state] and "final" or "state"), inst.id, self.owner, self.lease,
-      state.state, state.result, state.error, state.at, n = 8 }
-  else
-    st = { pg_write_sql(#evs), inst.id, self.owner, self.lease, n = 4 }
-  end
-  push_events(st, evs)
-  local ok, err, code = self.db:batch_uncancelled { st }
+  local stmts = { { FENCE, inst.id, self.owner, self.lease } }
+  self:stmts(inst, ops, stmts)
+  local ok, err, code = self.db:batch_uncancelled(stmts)
   if ok then return true end
-  if code == "22012" then
+  if code == "22012" and tostring(err):match("^pg: #1:") then
     self:lose(inst.id)
     return nil, "lease lost: the instance is owned by another process"
   end
