@@ -344,6 +344,7 @@ local function fleet(url)
     return pid
   end
   function F.go() io.open(dir .. "/go", "w"):close() end
+  function F.done() os.execute("rm -rf " .. T.shquote(dir)) end
   function F.alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 end
   function F.out(me) return slurp(dir .. "/" .. me .. ".out"), slurp(dir .. "/" .. me .. ".err") end
   function F.count(sql, ...) return one(db, sql, ...).n end
@@ -387,6 +388,7 @@ case("a killed process's instances are taken over by another once its lease expi
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc = 'B' AND key LIKE '%:charge'"), N)
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc = 'B' AND key LIKE '%:ship'"), N)
   T.eq(F.count("SELECT count(*) AS n FROM saga_events WHERE kind = 'recovered'"), N)
+  F.done()
 end, { timeout = 120 })
 
 case("two processes recovering at once never resume the same instance", function(url)
@@ -411,6 +413,7 @@ case("two processes recovering at once never resume the same instance", function
   T.eq(F.count("SELECT count(*) AS n FROM saga_events WHERE kind = 'recovered'"), n, "each resumed once")
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc IN ('B1', 'B2') AND key LIKE '%:ship'"), n)
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc IN ('B1', 'B2') AND key LIKE '%:charge'"), n)
+  F.done()
 end, { timeout = 120 })
 
 case("a process that lost its lease stops driving its instances", function(url)
@@ -437,6 +440,7 @@ case("a process that lost its lease stops driving its instances", function(url)
   T.eq(lost, N, aerr)
   F.check_once(N)
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc = 'A' AND key LIKE '%:ship'"), 0)
+  F.done()
 end, { timeout = 120 })
 
 T.test("saga on pg: the cluster stops", function()
