@@ -61,7 +61,7 @@ function M.journal(url, opts)
   if j then
     if opts ~= nil then
       check.opts("orrery.saga.journal", opts, { lease = true, owner = true, pool = true }, 3, 2)
-      if (opts.lease and opts.lease ~= j.lease) or (opts.owner and opts.owner ~= j.owner) then
+      if j.leased and ((opts.lease and opts.lease ~= j.lease) or (opts.owner and opts.owner ~= j.owner)) then
         error("orrery.saga.journal: " .. url .. " is already open with other options", 2)
       end
     end

@@ -12,6 +12,7 @@
 local orrery = require "orrery"
 local check = require "orrery.check"
 local json = require "orrery.json"
+local sched = require "orrery.sched"
 
 local M = {}
 
@@ -308,7 +309,7 @@ local function open_pg(url, opts, schema, new_id)
     tracked = {}, unowned = {}, suspect = {}, lease_ok = now() }, Pg)
   j.renew_every = j.lease / 3
   -- The engine's handle renews leases; the command line's does not.
-  if schema then orrery.go(function() j:renewer() end) end
+  if schema then sched.spawn(sched.root, j.renewer, j) end
   return j
 end
 
@@ -436,8 +437,12 @@ function Pg:renew()
   return true
 end
 
+-- Bound to the root context: it renews while the process runs, also
+-- through a shutdown's grace period (the sleep that the shutdown wakes
+-- early only makes one renewal come sooner).
 function Pg:renewer()
-  while orrery.sleep(self.renew_every) do
+  while true do
+    orrery.sleep(self.renew_every)
     if self.closed then return end
     local ok, e = pcall(self.renew, self)
     if not ok then io.stderr:write("orrery.saga: lease renewal: ", tostring(e), "\n") end
