@@ -280,7 +280,7 @@ local function compensate(inst, todo, cause)
         return nil, res
       end)
       if not ok and context.current():err() then
-        if inst.lost then error("saga: lease lost: another process owns the instance; stopped driving it", 0) end
+        if inst.lost then error("saga: lease lost: " .. inst.lost .. "; stopped driving it", 0) end
         error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
       end
       if not ok then
@@ -343,7 +343,7 @@ local function forward(inst, from)
       return nil, tostring(res)
     end)
     if ok == nil and context.current():err() then
-      if inst.lost then error("saga: lease lost: another process owns the instance; stopped driving it", 0) end
+      if inst.lost then error("saga: lease lost: " .. inst.lost .. "; stopped driving it", 0) end
       -- a shutdown, not the step's failure: left as recorded, for recovery
       error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
     end
@@ -375,8 +375,8 @@ local function new_inst(def, id, key, input, parent)
   -- ends the step's waits; the instance is then no longer driven here.
   local ctx, cancel = context.with_cancel(parent)
   inst.ctx = ctx
-  inst.lose = function()
-    inst.lost = true
+  inst.lose = function(why)
+    inst.lost = why
     cancel()
   end
   def.journal:track(inst)

@@ -334,8 +334,8 @@ function Pg:write(inst, ops)
   local ok, err, code = self.db:batch_uncancelled(stmts)
   if ok then return true end
   if code == "22012" and tostring(err):match("^pg: #1:") then
-    self:lose(inst.id)
-    return nil, "lease lost: the instance is owned by another process"
+    self:lose(inst.id, "another process owns the instance")
+    return nil, "lease lost: another process owns the instance"
   end
   return nil, err
 end
@@ -375,10 +375,10 @@ function Pg:release(id)
   self.db:batch_uncancelled { { RELEASE, self.owner, array { id } } }
 end
 
-function Pg:lose(id)
+function Pg:lose(id, why)
   local inst = self.tracked[id]
   self.tracked[id] = nil
-  if inst and inst.lose then inst.lose() end
+  if inst and inst.lose then inst.lose(why) end
 end
 
 -- One renewal statement per interval for every instance this process
@@ -394,7 +394,8 @@ function Pg:renew()
     if now() - self.lease_ok > self.lease then
       io.stderr:write(("orrery.saga: journal %s: lease not renewed for %gs (%s); stopping its instances\n")
         :format(self.db:url(), self.lease, tostring(err)))
-      for id in pairs(self.tracked) do self:lose(id) end
+      local why = ("the lease was not renewed for %gs: %s"):format(self.lease, tostring(err))
+      for id in pairs(self.tracked) do self:lose(id, why) end
     end
     return nil, err
   end
@@ -416,9 +417,9 @@ function Pg:renew()
     local lost = self.db:exec(LOST, array(missing), self.owner)
     for _, r in ipairs(lost or {}) do
       if r.owner or self.suspect[r.id] then
-        io.stderr:write(("orrery.saga: %s: lease lost (%s); stopping it\n"):format(r.id,
-          r.owner and "another process owns it now" or "it has no owner any more"))
-        self:lose(r.id)
+        local why = r.owner and "another process owns the instance" or "the instance has no owner any more"
+        io.stderr:write(("orrery.saga: %s: lease lost (%s); stopping it\n"):format(r.id, why))
+        self:lose(r.id, why)
       else
         suspect[r.id] = true
       end

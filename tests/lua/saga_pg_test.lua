@@ -5,7 +5,8 @@
 -- processes sharing one journal: takeover of a killed process's
 -- instances once its lease expired, two processes recovering at once
 -- never resuming one instance twice, and a process that lost its lease
--- (stopped past it) no longer driving its instances. Each step's effect
+-- (stopped past it, or cut off from the database for a whole lease) no
+-- longer driving its instances. Each step's effect
 -- is an INSERT keyed by the step's idempotency key, so that the test
 -- counts how often each took effect. Skipped, saying why, when the server
 -- binaries are missing.
@@ -442,6 +443,26 @@ case("a process that lost its lease stops driving its instances", function(url)
   T.eq(F.count("SELECT count(*) AS n FROM attempts WHERE proc = 'A' AND key LIKE '%:ship'"), 0)
   F.done()
 end, { timeout = 120 })
+
+case("a process whose renewals fail for a whole lease stops driving its instances", function(url)
+  local j = assert(saga.journal(url, { lease = 1 }))
+  local def = saga.define { name = "cut", journal = j, recover = false, steps = {
+    { name = "a", action = function()
+        if not orrery.sleep(120) then return nil, "canceled" end
+        return 1 end },
+  } }
+  local out = T.spawn(function() return def:run({}, { key = "cut" }) end)
+  local db = assert(pg.connect(url))
+  eventually("the instance is recorded", function()
+    return one(db, "SELECT count(*) AS n FROM saga_instances WHERE key = 'cut'").n == 1
+  end)
+  cluster.down() -- the database is unreachable: no renewal succeeds
+  local r = out:recv()
+  assert(cluster.up())
+  T.eq(r[1], true)
+  T.eq(r[2], nil)
+  T.match(r[3], "^saga: lease lost: the lease was not renewed for 1s")
+end)
 
 T.test("saga on pg: the cluster stops", function()
   if cluster then cluster.stop() end
