@@ -3,11 +3,12 @@
 -- records every transition before it is acted on, recovery after a crash
 -- (docs/saga.md).
 --
--- The journal is written through orrery.sqlite, whose group commit lets
--- every instance in flight share each fsync. An instance writes one
--- atomic batch at each boundary: "step k done + step k+1 started" is one
--- write, durable before step k+1 runs, so a saga of n steps costs n + 1
--- durable writes.
+-- The journal (lua/orrery/saga_journal.lua: SQLite, or PostgreSQL shared
+-- by several processes through leases) is written through its module's
+-- group commit, which lets every instance in flight share each commit.
+-- An instance writes one atomic batch at each boundary: "step k done +
+-- step k+1 started" is one write, durable before step k+1 runs, so a saga
+-- of n steps costs n + 1 durable writes.
 local orrery = require "orrery"
 local sj = require "orrery.saga_journal"
 local json = require "orrery.json"
