@@ -8,7 +8,8 @@
 -- transition its own commit), throughput with many instances in flight,
 -- latency at a fixed rate, and journal bytes per saga.
 -- Environment: SAGAS (20000), INFLIGHT (1024), RATE (sagas/s for the
--- latency case, 1000), JOURNALS ("sqlite pg").
+-- latency case, 1000), JOURNALS ("sqlite pg"), PG_POOL (connections of
+-- the PostgreSQL journal, 4).
 local orrery = require "orrery"
 local saga = require "orrery.saga"
 local sqlite = require "orrery.sqlite"
@@ -19,6 +20,7 @@ local N = tonumber(os.getenv("SAGAS") or "20000")
 local INFLIGHT = tonumber(os.getenv("INFLIGHT") or "1024")
 local RATE = tonumber(os.getenv("RATE") or "1000")
 local JOURNALS = os.getenv("JOURNALS") or "sqlite pg"
+local PG_POOL = tonumber(os.getenv("PG_POOL") or "4")
 
 local root = (debug.getinfo(1, "S").source:match("^@(.*)scripts/bench/saga/bench%.lua$") or "")
 
@@ -136,9 +138,10 @@ if JOURNALS:match("pg") then
     local cluster = assert(pgh.start { db = "saga", settings = { fsync = "on", synchronous_commit = "on",
       shared_buffers = "'128MB'" } })
     local ok, err = pcall(function()
-      print(("PostgreSQL journal (%s, fsync=on, synchronous_commit=on, pool 4):"):format(
-        cluster.psql("SHOW server_version")))
+      print(("PostgreSQL journal (%s, fsync=on, synchronous_commit=on, pool %d):"):format(
+        cluster.psql("SHOW server_version"), PG_POOL))
       local url = cluster.url
+      assert(saga.journal(url, { pool = PG_POOL }))
       naive(url)
       local db = assert(pg.connect(url))
       assert(db:exec("TRUNCATE saga_instances, saga_events"))
