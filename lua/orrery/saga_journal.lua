@@ -350,6 +350,12 @@ function Pg:claim(name, versions)
   return assert(self.db:exec(CLAIM, self.owner, self.lease, name, array(vs), 256))
 end
 
+function Pg:other_versions(name, versions)
+  local vs = {}
+  for v in pairs(versions) do vs[#vs + 1] = ("%.17g"):format(v) end
+  return assert(self.db:exec("SELECT id, version FROM saga_instances WHERE name = $1 AND state IN ('running', 'compensating') AND NOT (version = ANY($2::float8[])) ORDER BY created", name, array(vs)))
+end
+
 function Pg:reopen(id)
   local _, info = assert(self.db:exec("UPDATE saga_instances SET state = 'compensating', owner = $2, lease_until = " ..
     LEASE:format(3) .. " WHERE id = $1 AND state = 'compensation_failed'", id, self.owner, self.lease))

@@ -375,6 +375,11 @@ case("a killed process's instances are taken over by another once its lease expi
     return F.count("SELECT count(*) AS n FROM attempts WHERE proc = 'A' AND key LIKE '%:charge'") == N
   end)
   T.eq(F.count("SELECT count(*) AS n FROM saga_instances WHERE owner IS NULL"), 0, "A owns them")
+  -- the same key here, while A runs it: A's instance, not a new one
+  local here = saga.define { name = "order", journal = url, recover = false, steps = {
+    { name = "reserve", action = function() T.fail("ran here") end } } }
+  local r, state, id = here:run({ i = 1 }, { key = "order-1" })
+  T.eq({ r, state, id }, { nil, "running", here:get("order-1").id })
   os.execute("kill -9 " .. a)
   eventually("A is gone", function() return not F.alive(a) end)
   io.open(F.dir .. "/open", "w"):close()
