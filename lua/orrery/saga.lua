@@ -648,8 +648,13 @@ function Def:retry(id)
   if row.state ~= "compensation_failed" or not self.journal:reopen(row.id) then return nil, "not_failed" end
   row.state = "compensating"
   self.inflight[row.id] = {}
-  local ok, r = pcall(resume, self, row)
-  if not ok then return nil, r end
+  local ok, r, why = pcall(resume, self, row)
+  if not ok or r == "skipped" then
+    -- not resumed here: compensating, for a process of its version
+    self.inflight[row.id] = nil
+    self.journal:release(row.id)
+    return nil, ok and why or r
+  end
   return wait_existing(self, self.journal:row(row.id))
 end
 

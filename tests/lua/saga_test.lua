@@ -123,6 +123,17 @@ T.test("a compensation that keeps failing leaves compensation_failed; retry fini
   -- the refund ran again, then the cancel that was still owed
   T.eq(log, { "create", "charge", "reserve", "refund", "refund", "refund", "cancel" })
   T.eq({ def:retry("stuck") }, { nil, "not_failed" })
+  -- a definition of another version does not resume it
+  broken = true
+  local journal = def.journal
+  T.eq({ def:run({}, { key = "stuck3" }) }, { nil, "reserve failed" })
+  T.eq(def:get("stuck3").state, "compensation_failed")
+  local v2 = saga.define { name = "order", version = 2, journal = journal, recover = false, steps = {
+    { name = "other", action = function() return 1 end } } }
+  local r3, err3 = v2:retry("stuck3")
+  T.eq(r3, nil)
+  T.match(err3, "recorded under version 1 with step 'create', which version 2 does not define")
+  T.eq(def:get("stuck3").state, "compensating")
 end)
 
 T.test("after the pivot the saga only moves forward", function()
