@@ -157,12 +157,10 @@ if JOURNALS:match("pg") then
         pg_total_relation_size('saga_instances') + pg_total_relation_size('saga_events') AS bytes]]))[1]
       print(("  journal:                 %8.0f bytes/saga (%d sagas, %d bytes of tables and indexes)")
         :format(r.bytes / r.n, r.n, r.bytes))
-      local s = db:stats()
       db:close()
       local js = saga.journal(url).db:stats()
       print(("  group commit:            %8.1f units per transaction (%d units, %d transactions)")
         :format(js.ops / math.max(1, js.batches), js.ops, js.batches))
-      return s
     end)
     cluster.stop()
     if not ok then error(err, 0) end
