@@ -233,11 +233,9 @@ local PG_SCHEMA = {
 
 local LEASE = "now() + $%d::float8 * interval '1 second'"
 
--- The fence: takes the instance's row lock, renews its lease, and fails
--- (division by zero, SQLSTATE 22012) unless this process owns it, which
--- makes the whole batch fail.
-local FENCE = "WITH f AS (UPDATE saga_instances SET lease_until = " .. LEASE:format(3) ..
-  " WHERE id = $1 AND owner = $2 RETURNING 1) SELECT 1 / (SELECT count(*) FROM f) AS owned"
+-- The fence (see Pg:write): takes the instance's row lock, renews its
+-- lease, and fails (division by zero, SQLSTATE 22012) unless this process
+-- owns it, which makes the whole batch fail.
 
 local RENEW = "UPDATE saga_instances SET lease_until = " .. LEASE:format(2) ..
   " WHERE id IN (SELECT id FROM saga_instances WHERE owner = $1 FOR UPDATE SKIP LOCKED) RETURNING id"
@@ -300,9 +298,7 @@ local function open_pg(url, opts, schema, new_id)
       return nil, e
     end
   end
-  local j = setmetatable({ db = db, url = url, kind = "pg", sql = pg_sql, ev_sql = dollars(EV),
-    set_state_sql = dollars(SET_STATE),
-    final_state_sql = "UPDATE saga_instances SET state = $1, result = $2, error = $3, updated = $4, owner = NULL, lease_until = NULL WHERE id = $5",
+  local j = setmetatable({ db = db, url = url, kind = "pg", sql = pg_sql,
     hand_back_sql = "UPDATE saga_instances SET state = 'compensating', updated = ?, owner = NULL, lease_until = NULL WHERE id = ?",
     leased = true, lease = opts.lease or 30,
     owner = opts.owner or ("%s:%s:%s"):format(host_name(), pid(), new_id and new_id() or "cli"),
@@ -313,24 +309,78 @@ local function open_pg(url, opts, schema, new_id)
   return j
 end
 
-function Pg:state_stmt(inst, o)
-  return { FINAL[o.state] and self.final_state_sql or self.set_state_sql,
-    o.state, o.result, o.error, o.at, inst.id, n = 6 }
-end
-
 function Pg:insert(inst, r, evs)
   local stmts = { { "INSERT INTO saga_instances (id, key, name, version, state, input, created, updated, owner, lease_until) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, " .. LEASE:format(9) .. ")",
     inst.id, inst.key, r.name, r.version, r.input, r.at, r.at, self.owner, self.lease, n = 10 } }
-  self:stmts(inst, evs, stmts)
+  stmts[2] = self:events_stmt(inst, evs)
   local ok, err, code = self.db:batch(stmts)
   if ok then return true end
   if code == "23505" then return nil, "duplicate" end
   return nil, err
 end
 
+-- A write is two statements: the fence, which also applies the state
+-- change when there is one, and the events in one multi-row INSERT. The
+-- SQL is made once per shape.
+local fence_sql = {}
+local function pg_fence_sql(st)
+  local k = st or ""
+  local sql = fence_sql[k]
+  if sql then return sql end
+  local sets = "lease_until = " .. LEASE:format(3)
+  if st then
+    sets = (st == "final" and "owner = NULL, lease_until = NULL" or sets) ..
+      ", state = $4, result = $5, error = $6, updated = $7::float8"
+  end
+  sql = "WITH f AS (UPDATE saga_instances SET " .. sets ..
+    " WHERE id = $1 AND owner = $2 RETURNING 1) SELECT 1 / (SELECT count(*) FROM f) AS owned"
+  fence_sql[k] = sql
+  return sql
+end
+
+local events_sql = {}
+local function pg_events_sql(n)
+  local sql = events_sql[n]
+  if sql then return sql end
+  local rows = {}
+  for i = 0, n - 1 do
+    local b = i * 7
+    rows[#rows + 1] = ("($%d, $%d, $%d, $%d, $%d, $%d, $%d)"):format(b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
+  end
+  sql = "INSERT INTO saga_events (instance, seq, kind, step, attempt, at, data) VALUES " .. table.concat(rows, ", ")
+  events_sql[n] = sql
+  return sql
+end
+
+-- The events of ops (state changes skipped) as one INSERT, or nil.
+function Pg:events_stmt(inst, ops)
+  local st, n = { false }, 1
+  for _, o in ipairs(ops) do
+    if not o.state then
+      st[n + 1], st[n + 2], st[n + 3], st[n + 4], st[n + 5], st[n + 6], st[n + 7] =
+        inst.id, o.seq, o.kind, o.step, o.attempt, o.at, o.data
+      n = n + 7
+    end
+  end
+  if n == 1 then return nil end
+  st[1] = pg_events_sql((n - 1) / 7)
+  st.n = n
+  return st
+end
+
 function Pg:write(inst, ops)
-  local stmts = { { FENCE, inst.id, self.owner, self.lease } }
-  self:stmts(inst, ops, stmts)
+  local state
+  for _, o in ipairs(ops) do
+    if o.state then state = o end
+  end
+  local fence
+  if state then
+    fence = { pg_fence_sql(FINAL[state.state] and "final" or "state"), inst.id, self.owner, self.lease,
+      state.state, state.result, state.error, state.at, n = 8 }
+  else
+    fence = { pg_fence_sql(nil), inst.id, self.owner, self.lease }
+  end
+  local stmts = { fence, self:events_stmt(inst, ops) }
   local ok, err, code = self.db:batch_uncancelled(stmts)
   if ok then return true end
   if code == "22012" and tostring(err):match("^pg: #1:") then
