@@ -171,6 +171,26 @@ function DB:batch(stmts)
   return wait(r, s, u)
 end
 
+-- A context that is never cancelled and is not the root: a coroutine
+-- bound to it is woken neither by a cancellation nor by the shutdown's
+-- wake of the root's coroutines (see batch_uncancelled).
+local hard_ctx
+
+-- db:batch_uncancelled(stmts): db:batch whose wait neither a cancelled
+-- context, a deadline nor the shutdown ends: for writes whose caller must
+-- know the outcome (internal: orrery.saga's journal). It still returns
+-- when the server answers or the connection is lost.
+function DB:batch_uncancelled(stmts)
+  check_db(self, "orrery.pg.batch")
+  check_stmts("orrery.pg.batch", stmts)
+  if not hard_ctx then hard_ctx = require("orrery.context").without_cancel(sched.root) end
+  return sched.with_ctx(hard_ctx, function()
+    local r, s, u = core.batch(self.p, false, "orrery.pg.batch", stmts)
+    if r == false then error(s, 0) end
+    return wait(r, s, u)
+  end)
+end
+
 local TX = {}
 TX.__index = TX
 

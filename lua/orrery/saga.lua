@@ -3,13 +3,14 @@
 -- records every transition before it is acted on, recovery after a crash
 -- (docs/saga.md).
 --
--- The journal is written through orrery.sqlite, whose group commit lets
--- every instance in flight share each fsync. An instance writes one
--- atomic batch at each boundary: "step k done + step k+1 started" is one
--- write, durable before step k+1 runs, so a saga of n steps costs n + 1
--- durable writes.
+-- The journal (lua/orrery/saga_journal.lua: SQLite, or PostgreSQL shared
+-- by several processes through leases) is written through its module's
+-- group commit, which lets every instance in flight share each commit.
+-- An instance writes one atomic batch at each boundary: "step k done +
+-- step k+1 started" is one write, durable before step k+1 runs, so a saga
+-- of n steps costs n + 1 durable writes.
 local orrery = require "orrery"
-local sqlite = require "orrery.sqlite"
+local sj = require "orrery.saga_journal"
 local json = require "orrery.json"
 local retry = require "orrery.retry"
 local context = require "orrery.context"
@@ -19,7 +20,7 @@ local check = require "orrery.check"
 local M = {}
 
 M.STATES = { "running", "compensating", "completed", "compensated", "compensation_failed" }
-local FINAL = { completed = true, compensated = true, compensation_failed = true }
+local FINAL = sj.FINAL
 
 local now = require("orrery.ffi").orrery_ffi_wall_now
 
@@ -42,84 +43,54 @@ end
 
 -- -- The journal --
 
-local SCHEMA = {
-  [[CREATE TABLE IF NOT EXISTS saga_instances (
-      id TEXT PRIMARY KEY, key TEXT UNIQUE, name TEXT NOT NULL, version INTEGER NOT NULL,
-      state TEXT NOT NULL, input TEXT, result TEXT, error TEXT,
-      created REAL NOT NULL, updated REAL NOT NULL)]],
-  [[CREATE INDEX IF NOT EXISTS saga_instances_state ON saga_instances (state)]],
-  [[CREATE TABLE IF NOT EXISTS saga_events (
-      instance TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, step TEXT,
-      attempt INTEGER, at REAL NOT NULL, data TEXT,
-      PRIMARY KEY (instance, seq)) WITHOUT ROWID]],
-}
-
-local Journal = {}
-Journal.__index = Journal
-
+-- lua/orrery/saga_journal.lua: SQLite or PostgreSQL, chosen by the URL.
+-- The engine hands it events and state changes; it never writes SQL.
 local journals = {} -- by URL, so that definitions share one handle
 
---- saga.journal(url) -> journal | nil, err: "sqlite:path" (or a plain path)
-function M.journal(url)
+local function is_journal(j)
+  local mt = getmetatable(j)
+  return mt == sj.Sqlite or mt == sj.Pg
+end
+
+--- saga.journal(url [, opts]) -> journal | nil, err: "sqlite:path" (or a
+--- plain path), or "postgresql://..." / "postgres://..."
+function M.journal(url, opts)
   if type(url) ~= "string" or url == "" then
     error("orrery.saga.journal: bad argument #1 (journal URL expected, got " .. check.show(url) .. ")", 2)
   end
-  if journals[url] then return journals[url] end
-  local path = url:match("^sqlite:(.+)$")
-  if not path then
-    if url:match("^%a[%w+.-]*://") then return nil, "saga: unsupported journal URL " .. url end
-    path = url
+  local j = journals[url]
+  if j then
+    if opts ~= nil then
+      check.opts("orrery.saga.journal", opts, { lease = true, owner = true, pool = true }, 3, 2)
+      if j.leased and ((opts.lease and opts.lease ~= j.lease) or (opts.owner and opts.owner ~= j.owner)) then
+        error("orrery.saga.journal: " .. url .. " is already open with other options", 2)
+      end
+    end
+    return j
   end
-  local db, err = sqlite.open(path)
-  if not db then return nil, err end
-  for _, s in ipairs(SCHEMA) do
-    local ok, e = db:exec(s)
-    if not ok then return nil, e end
-  end
-  local j = setmetatable({ db = db, url = url }, Journal)
+  local err
+  j, err = sj.open(url, opts, true, new_id)
+  if not j then return nil, err end
   journals[url] = j
   return j
 end
 
-local EV = "INSERT INTO saga_events (instance, seq, kind, step, attempt, at, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
 local function ev(inst, kind, step, attempt, data)
   inst.seq = inst.seq + 1
-  return { EV, inst.id, inst.seq, kind, step, attempt, now(), data, n = 8 }
+  return { seq = inst.seq, kind = kind, step = step, attempt = attempt, at = now(), data = data }
 end
 
 local function set_state(inst, state, result, err)
-  return { "UPDATE saga_instances SET state = ?, result = ?, error = ?, updated = ? WHERE id = ?",
-    state, result, err, now(), inst.id, n = 6 }
+  return { state = state, result = result, error = err, at = now() }
 end
 
 -- Writes the batch; it is durable when this returns.
-local function write(inst, stmts)
-  local ok, err = inst.journal.db:batch_uncancelled(stmts)
-  if not ok then error("saga: journal write failed: " .. tostring(err), 0) end
-end
-
-function Journal:get(key_or_id)
-  local rows, err = self.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", key_or_id, key_or_id)
-  if not rows then return nil, err end
-  local r = rows[1]
-  if not r then return nil, "not_found" end
-  local evs = assert(self.db:exec("SELECT * FROM saga_events WHERE instance = ? ORDER BY seq", r.id))
-  r.history = evs
-  if r.input then r.input = json.decode(r.input) end
-  if r.result then r.result = json.decode(r.result) end
-  for _, e in ipairs(evs) do
-    e.instance = nil
-    if e.data then e.data = json.decode(e.data) end
+local function write(inst, ops)
+  local ok, err = inst.journal:write(inst, ops)
+  if not ok then
+    if inst.lost then error("saga: " .. tostring(err) .. "; stopped driving it", 0) end
+    error("saga: journal write failed: " .. tostring(err), 0)
   end
-  return r
-end
-
-function Journal:list(state)
-  if state then
-    return self.db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances WHERE state = ? ORDER BY created", state)
-  end
-  return self.db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances ORDER BY created")
 end
 
 -- -- Definitions --
@@ -127,10 +98,12 @@ end
 local Def = {}
 Def.__index = Def
 
+local recover_pass -- below, with recovery
+
 local STEP_OPTS = { name = true, action = true, compensate = true, retry = true, timeout = true,
   breaker = true, limiter = true, pivot = true, recovery = true, compensate_retry = true }
 local DEF_OPTS = { name = true, version = true, steps = true, journal = true, recover = true,
-  recover_interval = true, on_compensation_failed = true }
+  recover_interval = true, on_compensation_failed = true, resume_versions = true }
 
 local function encode(v, what)
   if v == nil then return nil end
@@ -198,11 +171,23 @@ function M.define(spec)
   if type(j) == "string" then
     j, err = M.journal(j)
     if not j then error(F .. ": " .. tostring(err), 2) end
-  elseif getmetatable(j) ~= Journal then
+  elseif not is_journal(j) then
     check.bad_opt(F, "journal", "journal URL or saga.journal()", j, 3)
   end
+  -- The versions whose instances this definition resumes: its own, and
+  -- those listed in resume_versions (see Versions in docs/saga.md).
+  local versions = { [version] = true }
+  local rv = spec.resume_versions
+  if rv ~= nil then
+    if type(rv) ~= "table" then check.bad_opt(F, "resume_versions", "array of versions", rv, 3) end
+    for _, v in ipairs(rv) do
+      if type(v) ~= "number" then check.bad_opt(F, "resume_versions", "array of numbers", rv, 3) end
+      versions[v] = true
+    end
+  end
   local def = setmetatable({ name = spec.name, version = version, steps = steps, by_name = by_name,
-    pivot = pivot, journal = j, inflight = {}, on_compensation_failed = spec.on_compensation_failed }, Def)
+    pivot = pivot, journal = j, inflight = {}, on_compensation_failed = spec.on_compensation_failed,
+    versions = versions, reported = {} }, Def)
   local every = spec.recover_interval
   if every == nil then every = 10 end
   if every ~= false and (type(every) ~= "number" or every <= 0) then
@@ -210,10 +195,12 @@ function M.define(spec)
   end
   if spec.recover ~= false then
     -- A pass at once, then one every `every` seconds: it takes up the
-    -- instances that `orrery saga retry|skip` handed back.
+    -- instances that `orrery saga retry|skip` handed back and, on a
+    -- shared journal, those whose owner's lease ran out. A pass does not
+    -- wait for the instances it took up.
     orrery.go(function()
       repeat
-        local ok, e = pcall(def.recover, def)
+        local ok, e = pcall(recover_pass, def, false)
         if not ok then io.stderr:write("orrery.saga: recovery of '", def.name, "' failed: ", tostring(e), "\n") end
       until not every or not orrery.sleep(every)
     end)
@@ -281,6 +268,12 @@ local function finish(inst, state, result, err)
   if w then
     for _, ch in ipairs(w) do ch:close() end
   end
+  if FINAL[state] or inst.lost then
+    inst.journal:untrack(inst.id)
+  else
+    -- left for recovery: handed back at once on a shared journal
+    inst.journal:release(inst.id)
+  end
 end
 
 -- Compensates the steps in `todo` (indices, last first), whose
@@ -301,6 +294,7 @@ local function compensate(inst, todo, cause)
         return nil, res
       end)
       if not ok and context.current():err() then
+        if inst.lost then error("saga: lease lost: " .. inst.lost .. "; stopped driving it", 0) end
         error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
       end
       if not ok then
@@ -372,6 +366,7 @@ local function forward(inst, from)
     end)
     if ok == REFUSED then ok, r = nil, refusal end
     if ok == nil and context.current():err() then
+      if inst.lost then error("saga: lease lost: " .. inst.lost .. "; stopped driving it", 0) end
       -- a shutdown, not the step's failure: left as recorded, for recovery
       error("saga: " .. tostring(context.current():err()) .. "; the instance is left for recovery", 0)
     end
@@ -396,13 +391,23 @@ local function forward(inst, from)
   end
 end
 
-local function new_inst(def, id, key, input)
-  return { def = def, journal = def.journal, id = id, key = key, input = input, seq = 0,
+local function new_inst(def, id, key, input, parent)
+  local inst = { def = def, journal = def.journal, id = id, key = key, input = input, seq = 0,
     results = {}, done = {}, state = "running" }
+  -- The instance's own context: cancelled when its lease is lost, which
+  -- ends the step's waits; the instance is then no longer driven here.
+  local ctx, cancel = context.with_cancel(parent)
+  inst.ctx = ctx
+  inst.lose = function(why)
+    inst.lost = why
+    cancel()
+  end
+  def.journal:track(inst)
+  return inst
 end
 
 local function run_inst(inst, from)
-  local ok, r, e = pcall(forward, inst, from)
+  local ok, r, e = pcall(sched.with_ctx, inst.ctx, forward, inst, from)
   if not ok then
     -- a journal failure: the instance stays as recorded, to be recovered
     io.stderr:write(("orrery.saga: %s %s: %s\n"):format(inst.def.name, inst.id, tostring(r)))
@@ -427,21 +432,18 @@ end
 
 -- Creates the instance (or finds the one with its key). Returns inst, nil
 -- for a new one; nil, row for an existing one; nil, nil, err.
-local function create(def, input, key)
+local function create(def, input, key, parent)
   local id = new_id()
   local inp = encode(input, "the saga input")
-  local inst = new_inst(def, id, key, input)
-  local t = now()
-  local ok, err = def.journal.db:batch {
-    { "INSERT INTO saga_instances (id, key, name, version, state, input, created, updated) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-      id, key, def.name, def.version, inp, t, t, n = 8 },
+  local inst = new_inst(def, id, key, input, parent)
+  local ok, err = def.journal:insert(inst, { name = def.name, version = def.version, input = inp, at = now() }, {
     ev(inst, "started", nil, nil, inp),
     ev(inst, "step_started", def.steps[1].name, 1, nil),
-  }
+  })
   if ok then return inst end
-  if key and tostring(err):match("UNIQUE") then
-    local rows = assert(def.journal.db:exec("SELECT * FROM saga_instances WHERE key = ?", key))
-    local row = rows[1]
+  def.journal:untrack(id)
+  if key and err == "duplicate" then
+    local row = def.journal:by_key(key)
     if row then
       if row.name ~= def.name or not same(row.input, inp) then return nil, nil, "key_conflict" end
       return nil, row
@@ -457,7 +459,7 @@ local function wait_existing(def, row)
     local ch = orrery.chan()
     w[#w + 1] = ch
     ch:recv()
-    row = assert(def.journal.db:exec("SELECT * FROM saga_instances WHERE id = ?", row.id))[1]
+    row = def.journal:row(row.id)
   end
   if row.state == "completed" then return row.result and json.decode(row.result) end
   if FINAL[row.state] then return nil, row.error and json.decode(row.error) or row.state end
@@ -487,22 +489,22 @@ function Def:start(input, opts)
   opts = check.opts("orrery.saga.start", opts, RUN_OPTS, 3, 2)
   local key = opts.key
   if key ~= nil and type(key) ~= "string" then check.bad_opt("orrery.saga.start", "key", "string", key, 3) end
-  local inst, row, err = create(self, input, key)
+  -- Under the root context: the instance outlives the caller (a request
+  -- handler whose context ends with its response).
+  local inst, row, err = create(self, input, key, sched.root)
   if not inst then
     if row then return row.id end
     return nil, err
   end
   self.inflight[inst.id] = {}
-  -- Under the root context: the instance outlives the caller (a request
-  -- handler whose context ends with its response).
   sched.spawn(sched.root, run_inst, inst, 1)
   return inst.id
 end
 
 --- def:wait(id) -> as def:run's result, once the instance has finished
 function Def:wait(id)
-  local row = assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", id, id))[1]
-  if not row then return nil, "not_found" end
+  local row, err = self.journal:find(id)
+  if not row then return nil, err or "not_found" end
   return wait_existing(self, row)
 end
 
@@ -511,9 +513,31 @@ function Def:get(key_or_id)
   return self.journal:get(key_or_id)
 end
 
--- Rebuilds an instance from its journal and carries it on.
+-- The steps an instance's history names that this definition lacks
+-- (an instance of another version): nil when every one exists.
+local function missing_step(def, evs)
+  for _, e in ipairs(evs) do
+    if e.step and not def.by_name[e.step] then return e.step end
+    if e.kind == "compensating" and e.data then
+      local d = json.decode(e.data)
+      for _, name in ipairs(d.steps or {}) do
+        if not def.by_name[name] then return name end
+      end
+    end
+  end
+end
+
+-- Rebuilds an instance from its journal and carries it on. Returns
+-- "skipped", reason when the definition cannot resume it.
 local function resume(def, row)
-  local evs = assert(def.journal.db:exec("SELECT * FROM saga_events WHERE instance = ? ORDER BY seq", row.id))
+  local evs = def.journal:events(row.id)
+  if row.version ~= def.version then
+    local gone = missing_step(def, evs)
+    if gone then
+      return "skipped", ("recorded under version %s with step '%s', which version %s does not define")
+        :format(tostring(row.version), gone, tostring(def.version))
+    end
+  end
   local inst = new_inst(def, row.id, row.key, row.input and json.decode(row.input))
   inst.seq = #evs > 0 and evs[#evs].seq or 0
   local started, plan, comp_done, cause = {}, nil, {}, nil
@@ -527,77 +551,144 @@ local function resume(def, row)
       local d = json.decode(e.data)
       plan, cause = d.steps, d.error
     elseif e.kind == "compensated" and st then comp_done[st.name] = true
-    elseif e.kind == "finished" then return "finished" end
+    elseif e.kind == "finished" then
+      def.journal:untrack(inst.id)
+      return "finished"
+    end
   end
   def.inflight[inst.id] = def.inflight[inst.id] or {}
-  if plan then
-    inst.state = "compensating"
-    local todo = {}
-    for _, name in ipairs(plan) do
-      if not comp_done[name] and def.by_name[name] then todo[#todo + 1] = def.by_name[name].index end
+  return sched.with_ctx(inst.ctx, function()
+    if plan then
+      inst.state = "compensating"
+      local todo = {}
+      for _, name in ipairs(plan) do
+        if not comp_done[name] and def.by_name[name] then todo[#todo + 1] = def.by_name[name].index end
+      end
+      local ok, e = pcall(function()
+        write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "compensating" }, "state")) })
+        return compensate(inst, todo, cause)
+      end)
+      if not ok then
+        io.stderr:write(("orrery.saga: %s %s: %s\n"):format(def.name, inst.id, tostring(e)))
+        finish(inst, "compensating", nil, tostring(e))
+      end
+      return ok, e
     end
-    write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "compensating" }, "state")) })
-    return pcall(compensate, inst, todo, cause)
-  end
-  -- Running: the first step not done.
-  local next_i = 1
-  while inst.done[next_i] do next_i = next_i + 1 end
-  if next_i > #def.steps then
-    -- every step done but the end not recorded
-    local last = def.steps[#def.steps]
-    write(inst, { ev(inst, "finished", nil, nil, encode({ state = "completed" }, "state")),
-      set_state(inst, "completed", encode(inst.results[last.name], "result"), nil) })
-    finish(inst, "completed", inst.results[last.name])
-    return true
-  end
-  local st = def.steps[next_i]
-  if started[next_i] and st.recovery == "compensate" and not st.forward then
-    return pcall(begin_compensation, inst, next_i, true, "recovered: step '" .. st.name .. "' was interrupted",
-      { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")) })
-  end
-  if started[next_i] then inst.interrupted = next_i end
-  write(inst, { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")),
-    ev(inst, "step_started", st.name, 1, nil) })
-  return run_inst(inst, next_i)
+    -- Running: the first step not done.
+    local next_i = 1
+    while inst.done[next_i] do next_i = next_i + 1 end
+    if next_i > #def.steps then
+      -- every step done but the end not recorded
+      local last = def.steps[#def.steps]
+      local ok, e = pcall(write, inst, { ev(inst, "finished", nil, nil, encode({ state = "completed" }, "state")),
+        set_state(inst, "completed", encode(inst.results[last.name], "result"), nil) })
+      if not ok then
+        finish(inst, "running", nil, tostring(e))
+        return false, e
+      end
+      finish(inst, "completed", inst.results[last.name])
+      return true
+    end
+    local st = def.steps[next_i]
+    if started[next_i] and st.recovery == "compensate" and not st.forward then
+      local ok, e = pcall(begin_compensation, inst, next_i, true, "recovered: step '" .. st.name .. "' was interrupted",
+        { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")) })
+      if not ok then
+        io.stderr:write(("orrery.saga: %s %s: %s\n"):format(def.name, inst.id, tostring(e)))
+        finish(inst, "running", nil, tostring(e))
+      end
+      return ok, e
+    end
+    if started[next_i] then inst.interrupted = next_i end
+    local ok, e = pcall(write, inst, { ev(inst, "recovered", nil, nil, encode({ state = "running" }, "state")),
+      ev(inst, "step_started", st.name, 1, nil) })
+    if not ok then
+      io.stderr:write(("orrery.saga: %s %s: %s\n"):format(def.name, inst.id, tostring(e)))
+      finish(inst, "running", nil, tostring(e))
+      return false, e
+    end
+    return run_inst(inst, next_i)
+  end)
 end
 
---- def:recover() -> number of instances taken up. Safe to run twice: an
---- instance already running in this process is left alone.
-function Def:recover()
-  local rows = assert(self.journal.db:exec(
-    "SELECT * FROM saga_instances WHERE name = ? AND state IN ('running', 'compensating')", self.name))
-  local n = 0
-  local outs = {}
-  for _, row in ipairs(rows) do
-    if not self.inflight[row.id] then
-      n = n + 1
-      self.inflight[row.id] = {}
-      local ch = orrery.chan(1)
-      outs[#outs + 1] = ch
-      orrery.go(function()
-        local ok, e = pcall(resume, self, row)
-        if not ok then io.stderr:write("orrery.saga: recovering ", row.id, ": ", tostring(e), "\n") end
-        ch:send(true)
-      end)
+-- One recovery pass: claims this saga's instances that recovery may take
+-- up (on PostgreSQL: unowned or with an expired lease; every version this
+-- definition resumes) and resumes each in a coroutine of its own; waits
+-- for them when `wait`. Returns n, skipped.
+recover_pass = function(self, wait)
+  local j = self.journal
+  local n, outs, skipped = 0, {}, {}
+  local function report(id, version, reason)
+    skipped[#skipped + 1] = { id = id, version = version, reason = reason }
+    if not self.reported[id] then
+      self.reported[id] = true
+      io.stderr:write(("orrery.saga: %s %s: not resumed: %s\n"):format(self.name, id, reason))
     end
   end
+  while true do
+    local rows = j:claim(self.name, self.versions)
+    local fresh = 0
+    for _, row in ipairs(rows) do
+      if not self.inflight[row.id] then
+        fresh = fresh + 1
+        self.inflight[row.id] = {}
+        local ch = orrery.chan(1)
+        outs[#outs + 1] = ch
+        -- Under the root context, as def:start: the instance outlives
+        -- the caller of recover().
+        sched.spawn(sched.root, function()
+          local ok, e, why = pcall(resume, self, row)
+          if ok and e == "skipped" then
+            self.inflight[row.id] = nil
+            j:release(row.id)
+            report(row.id, row.version, why)
+          else
+            n = n + 1
+            if not ok then io.stderr:write("orrery.saga: recovering ", row.id, ": ", tostring(e), "\n") end
+          end
+          if self.inflight[row.id] and e == "finished" then self.inflight[row.id] = nil end
+          ch:send(true)
+        end)
+      end
+    end
+    -- SQLite returns every live instance at once; PostgreSQL claims a
+    -- bounded number per statement.
+    if j.kind ~= "pg" or #rows < 256 or fresh == 0 then break end
+  end
+  for _, r in ipairs(j:other_versions(self.name, self.versions)) do
+    report(r.id, r.version, ("recorded under version %s; this is version %s"):format(tostring(r.version), tostring(self.version)))
+  end
+  if not wait then return #outs, skipped end
   for _, ch in ipairs(outs) do ch:recv() end
-  return n
+  return n, skipped
+end
+
+--- def:recover() -> n, skipped: takes up this saga's unfinished instances
+--- and waits until they have run; n is how many were taken up, skipped
+--- the instances left in place ({ id, version, reason }). Safe to run
+--- twice: an instance already running in this process (or, on a shared
+--- journal, owned by a live process) is left alone.
+function Def:recover()
+  if getmetatable(self) ~= Def then error("orrery.saga.recover: bad self (call it as def:recover())", 2) end
+  return recover_pass(self, true)
 end
 
 --- def:retry(id) -> result | nil, err: runs the compensations still owed
 --- by an instance in compensation_failed again.
 function Def:retry(id)
-  local row = assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", id, id))[1]
-  if not row then return nil, "not_found" end
-  if row.state ~= "compensation_failed" then return nil, "not_failed" end
-  assert(self.journal.db:exec("UPDATE saga_instances SET state = 'compensating' WHERE id = ?", row.id))
+  local row, err = self.journal:find(id)
+  if not row then return nil, err or "not_found" end
+  if row.state ~= "compensation_failed" or not self.journal:reopen(row.id) then return nil, "not_failed" end
   row.state = "compensating"
   self.inflight[row.id] = {}
-  local ok, r, e = pcall(resume, self, row)
-  if not ok then return nil, r end
-  return wait_existing(self, assert(self.journal.db:exec("SELECT * FROM saga_instances WHERE id = ?", row.id))[1])
+  local ok, r, why = pcall(resume, self, row)
+  if not ok or r == "skipped" then
+    -- not resumed here: compensating, for a process of its version
+    self.inflight[row.id] = nil
+    self.journal:release(row.id)
+    return nil, ok and why or r
+  end
+  return wait_existing(self, self.journal:row(row.id))
 end
 
-M.Journal = Journal
 return M

@@ -1,10 +1,11 @@
 -- SPDX-License-Identifier: MIT
 -- orrery.saga_cli -- `orrery saga ls|show|retry|skip JOURNAL ...`: the
 -- operator's view of a saga journal (docs/saga.md). It works on the
--- journal file directly, also while the service runs (SQLite's WAL lets
--- both in); retry and skip only mark the instance, and the service that
--- owns the saga carries it on at its next recovery pass.
-local sqlite = require "orrery.sqlite"
+-- journal directly (a SQLite file, or a PostgreSQL database), also while
+-- the service runs (SQLite's WAL lets both in); retry and skip only mark
+-- the instance, and the service that owns the saga (on PostgreSQL: any
+-- process running it) carries it on at its next recovery pass.
+local sj = require "orrery.saga_journal"
 local json = require "orrery.json"
 
 local USAGE = [[
@@ -20,14 +21,19 @@ local function die(code, msg)
 end
 
 local function open(url)
-  local path = url:match("^sqlite:(.+)$") or url
-  local f = io.open(path, "rb")
-  if not f then die(1, "orrery saga: no journal at " .. path) end
-  f:close()
-  local db, err = sqlite.open(path)
+  local where = url
+  if not url:match("^%a[%w+.-]*://") then
+    local path = url:match("^sqlite:(.+)$") or url
+    local f = io.open(path, "rb")
+    if not f then die(1, "orrery saga: no journal at " .. path) end
+    f:close()
+    where = path
+  end
+  local db, err = sj.open(url, nil, false)
   if not db then die(1, "orrery saga: " .. tostring(err)) end
+  if db.kind == "pg" then where = db.db:url() end
   local ok = db:exec("SELECT 1 FROM saga_instances LIMIT 1")
-  if not ok then die(1, "orrery saga: " .. path .. " is not a saga journal") end
+  if not ok then die(1, "orrery saga: " .. where .. " is not a saga journal") end
   return db
 end
 
@@ -45,18 +51,14 @@ local function errtext(e)
 end
 
 local function find(db, id)
-  local rows = assert(db:exec("SELECT * FROM saga_instances WHERE id = ? OR key = ?", id, id))
-  if not rows[1] then die(1, "orrery saga: no instance " .. id) end
-  return rows[1]
+  local row, err = db:find(id)
+  if err then die(1, "orrery saga: " .. tostring(err)) end
+  if not row then die(1, "orrery saga: no instance " .. id) end
+  return row
 end
 
 local function ls(db, state, as_json)
-  local rows
-  if state then
-    rows = assert(db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances WHERE state = ? ORDER BY created", state))
-  else
-    rows = assert(db:exec("SELECT id, key, name, version, state, error, created, updated FROM saga_instances ORDER BY created"))
-  end
+  local rows = assert(db:list(state))
   if as_json then
     for _, r in ipairs(rows) do r.error = r.error and errtext(r.error) end
     print(json.encode(json.array(rows)))
@@ -93,6 +95,7 @@ local function show(db, id, as_json)
   print(("input    %s"):format(r.input or "null"))
   if r.result then print(("result   %s"):format(r.result)) end
   print(("created  %s  updated %s"):format(stamp(r.created), stamp(r.updated)))
+  if r.owner then print(("owner    %s  lease until %s"):format(r.owner, r.lease_until or "-")) end
   print()
   print(("%4s  %-23s  %-20s %-14s %7s %9s  %s"):format("SEQ", "AT", "EVENT", "STEP", "ATTEMPT", "DURATION", "DETAIL"))
   local began = {}
@@ -109,17 +112,12 @@ local function show(db, id, as_json)
   end
 end
 
-local EV = "INSERT INTO saga_events (instance, seq, kind, step, attempt, at, data) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM saga_events WHERE instance = ?), ?, ?, NULL, ?, ?)"
-
 -- retry: the instance goes back to compensating; its owner's recovery
 -- runs the compensations it still owes (the failed one first).
 local function retry(db, id)
   local r = find(db, id)
   if r.state ~= "compensation_failed" then die(1, ("orrery saga: %s is %s, not compensation_failed"):format(r.id, r.state)) end
-  assert(db:batch {
-    { EV, r.id, r.id, "retry_requested", nil, os.time(), nil, n = 7 },
-    { "UPDATE saga_instances SET state = 'compensating', updated = ? WHERE id = ?", os.time(), r.id },
-  })
+  assert(db:hand_back(r.id, "retry_requested", nil, nil))
   print(("%s: compensating again; the service takes it up at its next recovery pass"):format(r.id))
 end
 
@@ -130,10 +128,7 @@ local function skip(db, id)
   if r.state ~= "compensation_failed" then die(1, ("orrery saga: %s is %s, not compensation_failed"):format(r.id, r.state)) end
   local ev = assert(db:exec("SELECT step FROM saga_events WHERE instance = ? AND kind = 'compensation_failed' ORDER BY seq DESC LIMIT 1", r.id))[1]
   if not ev then die(1, "orrery saga: " .. r.id .. " records no failed compensation") end
-  assert(db:batch {
-    { EV, r.id, r.id, "compensated", ev.step, os.time(), json.encode { skipped = true } },
-    { "UPDATE saga_instances SET state = 'compensating', updated = ? WHERE id = ?", os.time(), r.id },
-  })
+  assert(db:hand_back(r.id, "compensated", ev.step, json.encode { skipped = true }))
   print(("%s: compensation of '%s' skipped; the remaining ones run at the service's next recovery pass"):format(r.id, ev.step))
 end
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # saga.sh -- the saga benchmark: a 3-step saga with local actions on the
-# SQLite journal (WAL, synchronous=FULL), printed next to this disk's
-# fsync floor and a naive journal. SAGAS=20000 INFLIGHT=1024 by default;
+# SQLite journal (WAL, synchronous=FULL) and, in the same run, on a
+# PostgreSQL journal (a throwaway local cluster, fsync=on,
+# synchronous_commit=on; skipped, saying why, without Debian's
+# postgresql), printed next to this disk's fsync floor.
+# SAGAS=20000 INFLIGHT=1024 RATE=1000 JOURNALS="sqlite pg" by default;
 # ORRERY=path picks the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

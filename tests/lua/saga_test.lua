@@ -160,6 +160,17 @@ T.test("a compensation that keeps failing leaves compensation_failed; retry fini
   -- the refund ran again, then the cancel that was still owed
   T.eq(log, { "create", "charge", "reserve", "refund", "refund", "refund", "cancel" })
   T.eq({ def:retry("stuck") }, { nil, "not_failed" })
+  -- a definition of another version does not resume it
+  broken = true
+  local journal = def.journal
+  T.eq({ def:run({}, { key = "stuck3" }) }, { nil, "reserve failed" })
+  T.eq(def:get("stuck3").state, "compensation_failed")
+  local v2 = saga.define { name = "order", version = 2, journal = journal, recover = false, steps = {
+    { name = "other", action = function() return 1 end } } }
+  local r3, err3 = v2:retry("stuck3")
+  T.eq(r3, nil)
+  T.match(err3, "recorded under version 1 with step 'create', which version 2 does not define")
+  T.eq(def:get("stuck3").state, "compensating")
 end)
 
 T.test("after the pivot the saga only moves forward", function()
@@ -292,7 +303,9 @@ T.test("bad definitions and arguments raise errors naming the function", functio
   T.raises(function() def:run({}, { kee = 1 }) end, "orrery.saga.run: unknown option 'kee'")
   T.raises(function() def:run({}, { key = 1 }) end, "bad option 'key'")
   T.raises(function() def:run(function() end) end, "cannot be journaled")
-  T.eq({ saga.journal("postgresql://x") }, { nil, "saga: unsupported journal URL postgresql://x" })
+  T.eq({ saga.journal("mysql://x") }, { nil, "saga: unsupported journal URL mysql://x" })
+  T.raises(function() saga.journal(j, { leese = 1 }) end, "orrery.saga.journal: unknown option 'leese'")
+  T.raises(function() saga.define { name = "x", journal = j, steps = { ok }, resume_versions = 1 } end, "bad option 'resume_versions'")
 end)
 
 T.test("orrery saga ls|show|retry|skip: the operator's view of a journal", function()
@@ -375,4 +388,31 @@ T.test("a shutdown during a step leaves the instance for recovery, not compensat
   T.eq(def:recover(), 1)
   T.eq(def:get("t").state, "completed")
   T.eq(def:get("t").result, "b2")
+end)
+
+T.test("recovery leaves an instance of another version in place and reports it", function()
+  local journal = tmpdb()
+  T.eq(T.script(CHILD, { args = { "b", journal, "retry" } }), 137, "the child was killed")
+  local log = {}
+  local function define(version, bname, resume_versions)
+    return saga.define { name = "crashy", version = version, journal = journal, recover = false,
+      resume_versions = resume_versions, steps = {
+        { name = "a", action = function() return "a" end },
+        { name = bname, action = function() log[#log + 1] = bname; return "b" end },
+        { name = "c", action = function() log[#log + 1] = "c"; return "c" end },
+      } }
+  end
+  local n, skipped = define(2, "b"):recover()
+  T.eq(n, 0)
+  T.eq(#skipped, 1)
+  T.eq(skipped[1].version, 1)
+  T.match(skipped[1].reason, "recorded under version 1; this is version 2")
+  n, skipped = define(3, "b2", { 1 }):recover()
+  T.eq(n, 0)
+  T.match(skipped[1].reason, "with step 'b', which version 3 does not define")
+  T.eq(log, {})
+  local v4 = define(4, "b", { 1 })
+  T.eq(v4:recover(), 1)
+  T.eq(log, { "b", "c" })
+  T.eq(v4:get("crash-1").state, "completed")
 end)
