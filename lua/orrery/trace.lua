@@ -74,18 +74,23 @@ end
 -- As OpenTelemetry's TraceIdRatioBased: the trace id's last 8 bytes, as
 -- an unsigned number shifted right by one, below ratio * 2^63. Every
 -- service with the same ratio then keeps the same traces.
-local ratio_bound = 2 ^ 63
+-- The bound is kept as its high and low parts (bits 62..31 and 30..0)
+-- so that the comparison is exact: as one double, ids near the bound
+-- would round.
+local bound_hi, bound_lo = 0, 0
 local sample_all, sample_none = true, false
 
 local function set_ratio(r)
   sample_all, sample_none = r >= 1, r <= 0
-  ratio_bound = r * 2 ^ 63
+  local b = r * 2 ^ 63
+  bound_hi = floor(b / 2147483648)
+  bound_lo = b - bound_hi * 2147483648
 end
 
 local function sampled_by_words(hi, lo)
   if sample_all then return true end
   if sample_none then return false end
-  return hi * 2147483648 + floor(lo / 2) < ratio_bound
+  return hi < bound_hi or (hi == bound_hi and floor(lo / 2) < bound_lo)
 end
 
 -- sampled_id(trace_id) -> whether the ratio keeps this trace.
