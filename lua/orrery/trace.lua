@@ -101,8 +101,6 @@ M._sampled_id = sampled_id
 
 -- -- Trace Context (https://www.w3.org/TR/trace-context/) --
 
-local HEX32 = "^" .. ("[0-9a-f]"):rep(32) .. "$"
-local HEX16 = "^" .. ("[0-9a-f]"):rep(16) .. "$"
 local ZERO32, ZERO16 = ("0"):rep(32), ("0"):rep(16)
 
 -- A span context from elsewhere: the ids of a remote parent.
@@ -114,22 +112,21 @@ function Remote:__tostring() return ("span context %s-%s"):format(self.trace_id,
 -- is exactly 55 characters; a later version may be longer, with a dash
 -- after the flags, and is read as far as 00 defines it. Version ff,
 -- uppercase hex and all-zero ids are invalid.
+local H2 = "[0-9a-f][0-9a-f]"
+local TRACEPARENT = "^(" .. H2 .. ")%-(" .. ("[0-9a-f]"):rep(32) .. ")%-(" .. ("[0-9a-f]"):rep(16)
+  .. ")%-(" .. H2 .. ")"
+
 local function parse_traceparent(s)
   if type(s) ~= "string" then return nil end
-  s = s:match("^[ \t]*(.-)[ \t]*$")
-  if #s < 55 then return nil end
-  local ver = s:sub(1, 2)
-  if not ver:find("^[0-9a-f][0-9a-f]$") or ver == "ff" then return nil end
-  if ver == "00" then
-    if #s ~= 55 then return nil end
-  elseif #s > 55 and s:sub(56, 56) ~= "-" then
-    return nil
+  local n = #s
+  if n ~= 55 then
+    s = s:match("^[ \t]*(.-)[ \t]*$")
+    n = #s
+    if n < 55 then return nil end
   end
-  if s:sub(3, 3) ~= "-" or s:sub(36, 36) ~= "-" or s:sub(53, 53) ~= "-" then return nil end
-  local tid, pid, flags = s:sub(4, 35), s:sub(37, 52), s:sub(54, 55)
-  if not tid:find(HEX32) or not pid:find(HEX16) or not flags:find("^[0-9a-f][0-9a-f]$") then
-    return nil
-  end
+  local ver, tid, pid, flags = s:match(TRACEPARENT)
+  if not ver or ver == "ff" then return nil end
+  if n > 55 and (ver == "00" or s:byte(56) ~= 45) then return nil end -- 45: "-"
   if tid == ZERO32 or pid == ZERO16 then return nil end
   return tid, pid, band(tonumber(flags, 16), 1) == 1
 end
