@@ -705,7 +705,9 @@ end
 
 local function exporter()
   while true do
-    if qn == 0 and #flushers == 0 then kick:recv() end
+    -- A kick may be stale (sent while a batch was being posted): wait
+    -- again rather than arm the interval for an empty queue.
+    while qn == 0 and #flushers == 0 do kick:recv() end
     if cfg and qn < cfg.batch and #flushers == 0 then
       local deadline = now() + cfg.interval
       while qn < cfg.batch and #flushers == 0 do

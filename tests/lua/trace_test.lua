@@ -578,3 +578,17 @@ T.test("bad options and arguments raise naming the function and option", functio
   T.eq(ok, false)
   T.match(e2, "trace_test%.lua:%d+: orrery.trace.configure")
 end)
+
+-- A kick left in the exporter's channel once used to arm its interval
+-- timer for an empty queue, which hid a deadlock for that long.
+T.test("an idle exporter holds no timer: a stuck script is still a deadlock", function()
+  local st, _, err = T.script([[
+    local trace = require "orrery.trace"
+    trace.configure { endpoint = "http://127.0.0.1:1/v1/traces", interval = 3600 }
+    trace.start(nil, "x"):finish()
+    assert(trace.flush())
+    require("orrery").chan():recv()
+  ]], { timeout = 30 })
+  T.eq(st, 2)
+  T.match(err, "all coroutines are asleep %- deadlock!")
+end)
