@@ -701,26 +701,38 @@ local function export_batch()
     stats.export_errors = stats.export_errors + 1
     stats.last_error = res and ("status " .. res.status) or tostring(err)
   end
+  -- For the tests: an event when a batch is done.
+  if M._on_export then M._on_export(n) end
 end
 
+-- Sends full batches as soon as there are, the rest once `interval` has
+-- passed since the first span of it was queued, everything when a flush
+-- waits. (Draining the whole queue whenever it woke posted batches of a
+-- few dozen spans under load: 8220 requests for 650k spans.)
 local function exporter()
+  local deadline = false
   while true do
     -- A kick may be stale (sent while a batch was being posted): wait
     -- again rather than arm the interval for an empty queue.
-    while qn == 0 and #flushers == 0 do kick:recv() end
-    if cfg and qn < cfg.batch and #flushers == 0 then
-      local deadline = now() + cfg.interval
+    while qn == 0 and #flushers == 0 do
+      deadline = false
+      kick:recv()
+    end
+    if cfg then
+      deadline = deadline or now() + cfg.interval
       while qn < cfg.batch and #flushers == 0 do
         local left = deadline - now()
         if left <= 0 then break end
         kick:recv(left)
       end
+      local due = now() >= deadline
+      busy = true
+      while cfg and qn > 0 and (qn >= cfg.batch or due or #flushers > 0) do export_batch() end
+      busy = false
+      if due then deadline = false end
+      ensure_metrics()
     end
-    busy = true
-    while cfg and qn > 0 do export_batch() end
-    busy = false
-    ensure_metrics()
-    if #flushers > 0 then
+    if #flushers > 0 and (qn == 0 or not cfg) then
       local f = flushers
       flushers = {}
       for _, ch in ipairs(f) do ch:try_send(true) end

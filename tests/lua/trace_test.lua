@@ -489,6 +489,21 @@ T.test("batches of `batch` spans; a full queue drops and counts", function()
   T.eq(st.queued, 0)
 end)
 
+T.test("a full batch goes at once; the rest waits for the interval", function()
+  configure { batch = 3 } -- interval: an hour
+  local done = orrery.chan(10)
+  trace._on_export = function(n) done:try_send(n) end
+  for i = 1, 4 do trace.start(nil, "b" .. i):finish() end
+  local req, ok = bodies:recv(10)
+  T.ok(ok)
+  T.eq(#check_request(req), 3, "one full batch")
+  T.eq(done:recv(10), 3, "the batch is done")
+  -- The exporter is back to waiting, with the fourth span queued.
+  T.eq(trace.stats().queued, 1, "the fourth span waits")
+  trace._on_export = nil
+  T.eq(collect(1)[1].name, "b4")
+end)
+
 T.test("a failed export is dropped and counted", function()
   configure()
   recv_state.answer = 500
