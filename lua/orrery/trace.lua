@@ -541,21 +541,76 @@ end
 -- would have it), enums as integers, 64-bit integers (times in unix
 -- nanoseconds, intValue) as decimal strings, field names in lowerCamelCase.
 
-local function nanos(t)
+local function split_ns(t)
   local s = floor(t)
   local ns = floor((t - s) * 1e9 + 0.5)
   if ns >= 1000000000 then s, ns = s + 1, ns - 1000000000 end
-  return ('"%d%09d"'):format(s, ns)
+  return s, ns
 end
-M._nanos = nanos
 
-local jstr = json.encode
+local function put_nanos(b, t)
+  local s, ns = split_ns(t)
+  b:putf('"%d%09d"', s, ns)
+end
+
+local json_str_len, json_escape = C.orrery_ffi_json_str_len, C.orrery_ffi_json_escape
+
+-- Not UTF-8: each byte from 0x80 up is written as the code point of the
+-- same number (as orrery.log does), so the batch stays valid JSON.
+local function put_bad_utf8(b, s)
+  b:put('"')
+  for i = 1, #s do
+    local c = s:byte(i)
+    if c == 0x22 then b:put('\\"')
+    elseif c == 0x5c then b:put("\\\\")
+    elseif c < 0x20 or c >= 0x7f then b:putf("\\u%04x", c)
+    else b:put(string.char(c)) end
+  end
+  b:put('"')
+end
+
+-- A JSON string into b: as it is when nothing needs escaping (the common
+-- case, found by an FFI scan), escaped by the FFI otherwise.
+local function put_str(b, s)
+  local n = #s
+  local m = json_str_len(s, n)
+  if m == n + 2 then
+    b:put('"', s, '"')
+  elseif m == 0 then
+    put_bad_utf8(b, s)
+  else
+    local p = b:reserve(m)
+    b:commit(json_escape(p, s, n))
+  end
+end
+
+-- '{"key":"<k>","value":' per attribute name, which repeat from span to
+-- span (the HTTP conventions' names, the user's few).
+local KEY_CACHE_MAX = 1024
+local key_text, nkeys = {}, 0
+local key_buf = buffer.new(64)
+local function put_key(b, k)
+  local q = key_text[k]
+  if not q then
+    local kb = key_buf:reset()
+    kb:put('{"key":')
+    put_str(kb, type(k) == "string" and k or tostring(k))
+    kb:put(',"value":')
+    q = kb:tostring()
+    if nkeys >= KEY_CACHE_MAX then key_text, nkeys = {}, 0 end
+    key_text[k] = q
+    nkeys = nkeys + 1
+  end
+  b:put(q)
+end
 
 local put_any
 function put_any(b, v, depth)
   local t = type(v)
   if t == "string" then
-    b:put('{"stringValue":', jstr(v), "}")
+    b:put('{"stringValue":')
+    put_str(b, v)
+    b:put("}")
   elseif t == "boolean" then
     b:put(v and '{"boolValue":true}' or '{"boolValue":false}')
   elseif t == "number" then
@@ -576,7 +631,9 @@ function put_any(b, v, depth)
     end
     b:put("]}}")
   else
-    b:put('{"stringValue":', jstr(tostring(v)), "}")
+    b:put('{"stringValue":')
+    put_str(b, tostring(v))
+    b:put("}")
   end
 end
 
@@ -585,7 +642,7 @@ local function put_attrs(b, attrs)
   local first = true
   for k, v in pairs(attrs) do
     if first then first = false else b:put(",") end
-    b:put('{"key":', jstr(tostring(k)), ',"value":')
+    put_key(b, k)
     put_any(b, v, 0)
     b:put("}")
   end
@@ -595,22 +652,30 @@ end
 local function put_span(b, s)
   b:put('{"traceId":"', s.trace_id, '","spanId":"', s.span_id, '"')
   if s.parent_id then b:put(',"parentSpanId":"', s.parent_id, '"') end
-  if s.tracestate then b:put(',"traceState":', jstr(s.tracestate)) end
-  b:put(',"name":', jstr(s.name), ',"kind":', s.kind, ',"startTimeUnixNano":', nanos(s.t0),
-    ',"endTimeUnixNano":', nanos(s.t1), ',"attributes":')
+  if s.tracestate then b:put(',"traceState":'); put_str(b, s.tracestate) end
+  b:put(',"name":')
+  put_str(b, s.name)
+  b:put(',"kind":', s.kind, ',"startTimeUnixNano":')
+  put_nanos(b, s.t0)
+  b:put(',"endTimeUnixNano":')
+  put_nanos(b, s.t1)
+  b:put(',"attributes":')
   put_attrs(b, s.attrs)
   if s.events then
     b:put(',"events":[')
     for i, e in ipairs(s.events) do
       if i > 1 then b:put(",") end
-      b:put('{"timeUnixNano":', nanos(e.t), ',"name":', jstr(e.name))
+      b:put('{"timeUnixNano":')
+      put_nanos(b, e.t)
+      b:put(',"name":')
+      put_str(b, e.name)
       if e.attrs then b:put(',"attributes":'); put_attrs(b, e.attrs) end
       b:put("}")
     end
     b:put("]")
   end
   b:put(',"status":{"code":', s.status)
-  if s.message then b:put(',"message":', jstr(s.message)) end
+  if s.message then b:put(',"message":'); put_str(b, s.message) end
   b:put("}}")
 end
 
@@ -619,7 +684,9 @@ local function encode(spans)
   local b = buffer.new(4096)
   b:put('{"resourceSpans":[{"resource":{"attributes":')
   put_attrs(b, cfg.resource_attrs)
-  b:put('},"scopeSpans":[{"scope":{"name":"orrery.trace","version":', jstr(cfg.version), '},"spans":[')
+  b:put('},"scopeSpans":[{"scope":{"name":"orrery.trace","version":')
+  put_str(b, cfg.version)
+  b:put('},"spans":[')
   for i = 1, #spans do
     if i > 1 then b:put(",") end
     put_span(b, spans[i])
@@ -690,8 +757,12 @@ local function export_batch()
   local n = qn < cfg.batch and qn or cfg.batch
   local spans = take(n)
   local c = cfg
-  local ok, res, err = pcall(exp_client.request, exp_client, { method = "POST", url = c.endpoint,
-    headers = c.post_headers, body = encode(spans), timeout = c.timeout })
+  -- Protected: whatever goes wrong (a value that cannot be encoded), the
+  -- exporter goes on.
+  local ok, res, err = pcall(function()
+    return exp_client:request { method = "POST", url = c.endpoint, headers = c.post_headers,
+      body = encode(spans), timeout = c.timeout }
+  end)
   if not ok then res, err = nil, res end
   if res and res.status >= 200 and res.status < 300 then
     stats.exported = stats.exported + n
