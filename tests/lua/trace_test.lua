@@ -547,6 +547,19 @@ T.test("flush waits at most its timeout", function()
   collect(1)
 end)
 
+T.test("the blocking http.serve flushes the queued spans before it returns", function()
+  configure() -- interval: an hour
+  trace.start(nil, "queued before the stop"):finish()
+  T.eq(trace.stats().queued, 1)
+  local ctx, cancel = orrery.context.with_cancel()
+  cancel() -- the server stops as soon as it has started
+  http.serve(function() return 200 end, { host = "127.0.0.1", port = 0, ctx = ctx })
+  T.eq(trace.stats().queued, 0)
+  local req, ok = bodies:recv(10)
+  T.ok(ok)
+  T.eq(check_request(req)[1].name, "queued before the stop")
+end)
+
 -- -- Off --
 
 T.test("shutdown: the hooks are off, no traceparent is sent", function()
