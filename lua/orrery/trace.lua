@@ -19,6 +19,7 @@
 local ffi = require "ffi"
 local bit = require "bit"
 local buffer = require "string.buffer"
+local tnew = require "table.new"
 local C = require "orrery.ffi"
 local sched = require "orrery.sched"
 local context = require "orrery.context"
@@ -237,7 +238,7 @@ end
 -- A span: the ids and, when it is sampled, what the exporter sends.
 -- Unsampled spans (and every span while tracing is off) only carry their
 -- ids, so that they still propagate: their methods do nothing.
-local function new_span(parent, name, kind)
+local function new_span(parent, name, kind, nattrs)
   local tid, sampled, ts
   if parent then
     tid, sampled, ts = parent.trace_id, parent.sampled == true, parent.tracestate or false
@@ -253,7 +254,9 @@ local function new_span(parent, name, kind)
   if sampled then
     span.parent_id = parent and parent.span_id or false
     span.name, span.kind, span.t0 = name, kind, wall_now()
-    span.attrs, span.events, span.status, span.message = {}, false, STATUS_UNSET, false
+    -- Sized for the attributes to come: grown one rehash at a time, the
+    -- HTTP spans' dozen cost four.
+    span.attrs, span.events, span.status, span.message = tnew(0, nattrs or 4), false, STATUS_UNSET, false
   end
   return setmetatable(span, Span)
 end
@@ -440,7 +443,7 @@ function hooks.server_start(srv, req)
   local tp = req:header("traceparent")
   local parent = tp and remote(tp, req:header("tracestate")) or false
   local method = req.method
-  local span = new_span(parent, method, 2)
+  local span = new_span(parent, method, 2, 16)
   if span.sampled then
     local a = span.attrs
     a["http.request.method"] = method
@@ -485,7 +488,7 @@ end
 -- sending traceparent (and tracestate) unless the request sets its own.
 function hooks.client_start(st)
   local parent = current(st.ctx) or false
-  local span = new_span(parent, st.method, 3)
+  local span = new_span(parent, st.method, 3, 8)
   local h, have = {}, false
   local given = st.headers
   if given then

@@ -10,11 +10,16 @@
 # divided by the requests completed; the exporter's encoding and posting
 # included, since it runs in the same process) and its ratio to the first
 # mode's (the median of per-run ratios), then each server's trace.stats().
+# instr: instructions per request under callgrind, which a shared machine
+# does not move: trace/inproc.lua (server and 50 client connections in one
+# process, client side included) run with $INSTR_ROUNDS and 3x as many
+# rounds of 50 requests; the difference per extra request, per mode.
 #
 # Environment:
 #   ORRERY=path      use this binary instead of building with build.sh release
 #   DURATION=5s CONNS=50 RUNS=3 SERVER_CPU=1 WRK_CPU=0
 #   MODES="off ratio=1 ratio=0.01"
+#   SECTIONS="cpu instr"  INSTR_ROUNDS=50
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-5s}
@@ -23,8 +28,10 @@ RUNS=${RUNS:-3}
 SCPU=${SERVER_CPU:-1}
 WCPU=${WRK_CPU:-0}
 MODES=${MODES:-off ratio=1 ratio=0.01}
+SECTIONS=${SECTIONS:-cpu instr}
+INSTR_ROUNDS=${INSTR_ROUNDS:-50}
 
-scripts/deps.sh wrk >&2
+scripts/deps.sh wrk valgrind >&2
 orrery=${ORRERY:-$(scripts/build.sh release)}
 pids=()
 cleanup() {
@@ -34,6 +41,7 @@ cleanup() {
 trap cleanup EXIT
 TCK=$(getconf CLK_TCK)
 
+if [[ " $SECTIONS " == *" cpu "* ]]; then
 P_SINK=18190
 taskset -c "$WCPU" "$orrery" scripts/bench/trace/sink.lua $P_SINK &
 pids+=($!)
@@ -93,3 +101,26 @@ echo "per run (us/req):"
 for m in $MODES; do echo "  $m: ${R[$m,us]}"; done
 echo "trace.stats() at the end:"
 for m in $MODES; do echo "  $m: $(curl -fs "http://127.0.0.1:${PORT[$m]}/stats")"; done
+fi
+
+if [[ " $SECTIONS " == *" instr "* ]]; then
+  # ir MODE ROUNDS -> instructions of a whole run
+  ir() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$orrery" scripts/bench/trace/inproc.lua \
+      "$1" "$2" 20 2>&1 | awk '/Collected/ { print $4 }'
+  }
+  echo
+  echo "instr: instructions per request (callgrind; server and client in one process), $((2 * INSTR_ROUNDS * 50)) requests measured"
+  echo
+  printf '| %-12s | %10s | %9s |\n' mode "instr/req" "/ off"
+  printf '|--------------|-----------:|----------:|\n'
+  base_ir=
+  for m in $MODES; do
+    arg=${m#ratio=}
+    lo=$(ir "$arg" "$INSTR_ROUNDS")
+    hi=$(ir "$arg" $((3 * INSTR_ROUNDS)))
+    per=$(( (hi - lo) / (2 * INSTR_ROUNDS * 50) ))
+    [ -n "$base_ir" ] || base_ir=$per
+    printf '| %-12s | %10s | %9s |\n' "$m" "$per" "$(awk -v a="$per" -v b="$base_ir" 'BEGIN { printf "%.3fx", a / b }')"
+  done
+fi
