@@ -621,3 +621,42 @@ T.test("an idle exporter holds no timer: a stuck script is still a deadlock", fu
   T.eq(st, 2)
   T.match(err, "all coroutines are asleep %- deadlock!")
 end)
+
+-- -- JIT --
+
+T.test("traced requests stay JIT-compiled (sampled and not)", function()
+  if not jit.status() then T.skip("the JIT is off") end
+  local jutil, vmdef = require "jit.util", require "jit.vmdef"
+  for _, ratio in ipairs { 1, 0 } do
+    -- The request path only: no batch is encoded while the loop runs
+    -- (the exporter's loops over attributes of mixed types are another
+    -- matter, off that path).
+    configure { ratio = ratio, interval = 3600, queue = 4096, batch = 4096 }
+    local srv = H.start(function() return 200, "ok" end)
+    local c = H.connect(srv)
+    T.eq(assert(H.request(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")).status, 200)
+    jit.flush()
+    local aborts = {}
+    local function on_trace(what, _, func, pc, code)
+      if what ~= "abort" then return end
+      local info = jutil.funcinfo(func, pc)
+      local why = tostring(vmdef.traceerr[code] or code)
+      local src = info.source or ""
+      if (src:find("orrery/trace.lua", 1, true) or src:find("orrery/http/server", 1, true)
+          or src:find("orrery/context", 1, true)) and not T.BENIGN_ABORTS[why] then
+        aborts[#aborts + 1] = ("%s:%s: %s"):format(src, tostring(info.currentline), why)
+      end
+    end
+    jit.attach(on_trace, "trace")
+    for _ = 1, 2000 do
+      assert(c:write("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+      assert(H.read_response(c))
+    end
+    jit.attach(on_trace)
+    T.eq(aborts, {}, "ratio " .. ratio)
+    c:close()
+    srv:close()
+    trace.flush()
+    while bodies:try_recv() do end
+  end
+end)
