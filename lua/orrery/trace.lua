@@ -958,6 +958,15 @@ function M.configure(opts)
   if qn > 0 then wake_exporter() end
 end
 
+--- trace.settings() -> { endpoint, service_name, ratio, queue, batch,
+-- interval, timeout } in effect (the environment's defaults applied) |
+-- nil while tracing is off
+function M.settings()
+  if not cfg then return nil end
+  return { endpoint = cfg.endpoint, service_name = cfg.resource_attrs["service.name"], ratio = cfg.ratio,
+    queue = cfg.queue, batch = cfg.batch, interval = cfg.interval, timeout = cfg.timeout }
+end
+
 --- trace.shutdown([timeout]) -> true | nil, "timeout": flushes, then
 -- turns tracing off (the HTTP hooks cost nothing again).
 function M.shutdown(timeout)

@@ -298,6 +298,11 @@ T.test("inject writes the current span's traceparent; spans started from one con
   T.eq(trace.current(ctx), span)
   T.eq(trace.inject(orrery.context.background(), {}).traceparent, nil, "no span, no field")
   local child = trace.start(ctx, "child")
+  -- Without a context: the running coroutine's.
+  local bare = trace.start("bare", { kind = "internal" })
+  T.ne(bare.trace_id, sc.trace_id, "the test's coroutine carries no span")
+  local inner = trace.start(orrery.context.with_value("x", 1, ctx), "child of a derived context")
+  T.eq(inner.trace_id, sc.trace_id)
   T.eq(child.trace_id, sc.trace_id)
   local fresh = trace.start(ctx, "new root", { parent = false })
   T.ne(fresh.trace_id, sc.trace_id)
@@ -574,6 +579,30 @@ T.test("shutdown: the hooks are off, no traceparent is sent", function()
   T.eq(trace.current(ctx), s)
   s:finish()
   T.eq(trace.stats().queued, 0)
+end)
+
+T.test("the OTEL_* environment variables are the defaults", function()
+  local src = [[
+    local trace = require "orrery.trace"
+    trace.configure()
+    local s = trace.settings()
+    print(s.endpoint, s.service_name, s.ratio, s.queue, s.batch, s.interval)
+    trace.configure { endpoint = "http://127.0.0.1:9/x", service_name = "given", ratio = 1 }
+    s = trace.settings()
+    print(s.endpoint, s.service_name, s.ratio)
+  ]]
+  local st, out = T.script(src, { env = { OTEL_EXPORTER_OTLP_ENDPOINT = "http://collector:4318/",
+    OTEL_SERVICE_NAME = "orders", OTEL_TRACES_SAMPLER = "parentbased_traceidratio",
+    OTEL_TRACES_SAMPLER_ARG = "0.25" } })
+  T.eq(st, 0)
+  T.eq(out, "http://collector:4318/v1/traces\torders\t0.25\t2048\t512\t5\n"
+    .. "http://127.0.0.1:9/x\tgiven\t1\n")
+  st, out = T.script(src, { env = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "http://c:4318/custom",
+    OTEL_EXPORTER_OTLP_ENDPOINT = "http://ignored:4318", OTEL_TRACES_SAMPLER = "always_off" } })
+  T.eq(st, 0)
+  T.match(out, "^http://c:4318/custom\tunknown_service:orrery\t0\t")
+  st, out = T.script(src)
+  T.match(out, "^http://localhost:4318/v1/traces\tunknown_service:orrery\t1\t")
 end)
 
 -- -- Misuse --
