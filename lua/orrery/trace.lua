@@ -240,7 +240,8 @@ M.Span = Span
 local cfg = false
 -- The queue of finished spans waiting for the exporter.
 local queue, qhead, qn = {}, 1, 0
-local stats = { exported = 0, dropped = 0, failed = 0, exports = 0, export_errors = 0, last_error = false }
+local stats = { exported = 0, dropped = 0, failed = 0, exports = 0, export_errors = 0, retries = 0,
+  last_error = false }
 local kick -- the exporter's wake-up channel
 local wake_exporter
 
@@ -771,27 +772,55 @@ local function take(n)
   return spans
 end
 
--- Posts one batch. A batch that cannot be sent (an error or a status
--- other than 2xx) is dropped and counted: no retry, so that a slow or
--- down collector costs each batch one request and no more memory.
+-- OTLP/HTTP's retryable answers (the specification's "Retryable Response
+-- Codes"), and the client errors that mean the collector was not reached
+-- or did not answer in time.
+local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
+local RETRY_ERR = { refused = true, reset = true, closed = true, timeout = true, dns = true }
+local RETRY_DELAY, RETRY_MAX_DELAY = 1, 5
+
+local function post(c, body)
+  -- Protected: whatever goes wrong, the exporter goes on.
+  local ok, res, err = pcall(exp_client.request, exp_client, { method = "POST", url = c.endpoint,
+    headers = c.post_headers, body = body, timeout = c.timeout })
+  if not ok then return nil, tostring(res), false end
+  if res and res.status >= 200 and res.status < 300 then return true end
+  if res then
+    local after = tonumber(res.headers["retry-after"] or "")
+    return nil, "status " .. res.status, RETRY_STATUS[res.status] and (after or RETRY_DELAY)
+  end
+  local code = type(err) == "string" and err:match("^([%a_]+)")
+  return nil, tostring(err), RETRY_ERR[code] and RETRY_DELAY
+end
+
+-- Posts one batch. A batch that fails with a retryable answer (429, 502,
+-- 503, 504, or no answer) is tried once more after Retry-After seconds
+-- (1 s without it, at most 5 s); then, as for any other failure, it is
+-- dropped and counted: a collector that is down costs each batch two
+-- requests and no memory beyond the queue.
 local function export_batch()
   local n = qn < cfg.batch and qn or cfg.batch
   local spans = take(n)
   local c = cfg
-  -- Protected: whatever goes wrong (a value that cannot be encoded), the
-  -- exporter goes on.
-  local ok, res, err = pcall(function()
-    return exp_client:request { method = "POST", url = c.endpoint, headers = c.post_headers,
-      body = encode(spans), timeout = c.timeout }
-  end)
-  if not ok then res, err = nil, res end
-  if res and res.status >= 200 and res.status < 300 then
+  local eok, body = pcall(encode, spans)
+  local ok, err, retry
+  if eok then
+    ok, err, retry = post(c, body)
+    if not ok and retry then
+      stats.retries = stats.retries + 1
+      require("orrery.time").sleep(math.min(math.max(retry, 0), RETRY_MAX_DELAY))
+      ok, err = post(c, body)
+    end
+  else
+    err = body
+  end
+  if ok then
     stats.exported = stats.exported + n
     stats.exports = stats.exports + 1
   else
     stats.failed = stats.failed + n
     stats.export_errors = stats.export_errors + 1
-    stats.last_error = res and ("status " .. res.status) or tostring(err)
+    stats.last_error = err
   end
   -- For the tests: an event when a batch is done.
   if M._on_export then M._on_export(n) end
@@ -857,7 +886,8 @@ end
 -- export_errors, last_error }
 function M.stats()
   return { queued = qn, exported = stats.exported, dropped = stats.dropped, failed = stats.failed,
-    exports = stats.exports, export_errors = stats.export_errors, last_error = stats.last_error or nil }
+    exports = stats.exports, export_errors = stats.export_errors, retries = stats.retries,
+    last_error = stats.last_error or nil }
 end
 
 -- -- Configuration --

@@ -21,7 +21,7 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "htt
 -- reports on `stalled` and waits for a value on `release`; `answer` is
 -- the status it replies with.
 local bodies, stalled, release = orrery.chan(1000), orrery.chan(10), orrery.chan(10)
-local recv_state = { stall = false, answer = 200, ctype = {} }
+local recv_state = { stall = false, answer = 200, answers = {}, ctype = {} }
 local receiver = assert(http.listen(function(req)
   recv_state.ctype[#recv_state.ctype + 1] = req:header("content-type")
   if recv_state.stall then
@@ -30,6 +30,8 @@ local receiver = assert(http.listen(function(req)
   end
   local body = assert(req:body())
   bodies:send(json.decode(body))
+  local answer = table.remove(recv_state.answers, 1)
+  if answer then return answer, "{}", { ["Retry-After"] = "0" } end
   return recv_state.answer, "{}"
 end, { host = "127.0.0.1", port = 0, trace = false }))
 local ENDPOINT = ("http://127.0.0.1:%d/v1/traces"):format(receiver.port)
@@ -38,7 +40,7 @@ local function configure(opts)
   local o = { endpoint = ENDPOINT, service_name = "trace-test", interval = 3600 }
   for k, v in pairs(opts or {}) do o[k] = v end
   trace.configure(o)
-  recv_state.stall, recv_state.answer = false, 200
+  recv_state.stall, recv_state.answer, recv_state.answers = false, 200, {}
   while bodies:try_recv() do end
 end
 
@@ -524,6 +526,31 @@ T.test("a failed export is dropped and counted", function()
   T.eq(st.exported, before.exported)
   T.eq(st.last_error, "status 500")
   recv_state.answer = 200
+end)
+
+T.test("a retryable answer (503) is tried once more, after Retry-After", function()
+  configure()
+  local before = trace.stats()
+  recv_state.answers = { 503 }
+  trace.start(nil, "retried"):finish()
+  T.eq(trace.flush(), true)
+  local first, second = bodies:recv(10), bodies:recv(10)
+  T.eq(check_request(first)[1].spanId, check_request(second)[1].spanId, "the same batch again")
+  local st = trace.stats()
+  T.eq(st.retries - before.retries, 1)
+  T.eq(st.exported - before.exported, 1)
+  T.eq(st.failed, before.failed)
+  -- Twice: dropped and counted, no third try.
+  recv_state.answers = { 503, 503 }
+  trace.start(nil, "lost after a retry"):finish()
+  T.eq(trace.flush(), true)
+  T.ok(bodies:recv(10))
+  T.ok(bodies:recv(10))
+  T.eq(bodies:len(), 0)
+  st = trace.stats()
+  T.eq(st.retries - before.retries, 2)
+  T.eq(st.failed - before.failed, 1)
+  T.eq(st.last_error, "status 503")
 end)
 
 T.test("the exporter's counters are in orrery.metrics", function()
