@@ -18,7 +18,6 @@
 -- check per request.
 local ffi = require "ffi"
 local bit = require "bit"
-local buffer = require "string.buffer"
 local tnew = require "table.new"
 local C = require "orrery.ffi"
 local sched = require "orrery.sched"
@@ -26,7 +25,8 @@ local context = require "orrery.context"
 local chan = require "orrery.chan"
 local check = require "orrery.check"
 local log = require "orrery.log"
-local json = require "orrery.json"
+local w3c = require "orrery.trace.w3c"
+local otlp = require "orrery.trace.otlp"
 
 local type, tostring, pairs, ipairs, error, floor, setmetatable, getmetatable =
   type, tostring, pairs, ipairs, error, math.floor, setmetatable, getmetatable
@@ -119,96 +119,9 @@ local function sampled_id(tid)
 end
 M._sampled_id = sampled_id
 
--- -- Trace Context (https://www.w3.org/TR/trace-context/) --
+-- -- Trace Context --
 
-local ZERO32, ZERO16 = ("0"):rep(32), ("0"):rep(16)
-
--- A span context from elsewhere: the ids of a remote parent.
-local Remote = {}
-Remote.__index = Remote
-function Remote:__tostring() return ("span context %s-%s"):format(self.trace_id, self.span_id) end
-
--- parse_traceparent(s) -> trace_id, parent_id, sampled | nil. Version 00
--- is exactly 55 characters; a later version may be longer, with a dash
--- after the flags, and is read as far as 00 defines it. Version ff,
--- uppercase hex and all-zero ids are invalid.
-local H2 = "[0-9a-f][0-9a-f]"
-local TRACEPARENT = "^(" .. H2 .. ")%-(" .. ("[0-9a-f]"):rep(32) .. ")%-(" .. ("[0-9a-f]"):rep(16)
-  .. ")%-(" .. H2 .. ")"
-
-local function parse_traceparent(s)
-  if type(s) ~= "string" then return nil end
-  local n = #s
-  if n ~= 55 then
-    s = s:match("^[ \t]*(.-)[ \t]*$")
-    n = #s
-    if n < 55 then return nil end
-  end
-  local ver, tid, pid, flags = s:match(TRACEPARENT)
-  if not ver or ver == "ff" then return nil end
-  if n > 55 and (ver == "00" or s:byte(56) ~= 45) then return nil end -- 45: "-"
-  if tid == ZERO32 or pid == ZERO16 then return nil end
-  return tid, pid, band(tonumber(flags, 16), 1) == 1
-end
-
--- A tracestate list member: key=value, the key simple (lowercase letter
--- first) or tenant@system, the value printable ASCII without "," and "="
--- that does not end in a space.
-local function valid_member(m)
-  local k, v = m:match("^([^=]+)=(.*)$")
-  if not k or #k > 256 or #v == 0 or #v > 256 then return false end
-  local tenant, system = k:match("^([^@]+)@([^@]+)$")
-  if tenant then
-    if #tenant > 241 or #system > 14 or not tenant:find("^[a-z0-9][a-z0-9_*/%-]*$")
-        or not system:find("^[a-z][a-z0-9_*/%-]*$") then
-      return false
-    end
-  elseif not k:find("^[a-z][a-z0-9_*/%-]*$") then
-    return false
-  end
-  if v:find("[%z\1-\31,=\127-\255]") or v:sub(-1) == " " then return false end
-  return true, k
-end
-
--- parse_tracestate(s) -> the list with empty members and spaces around
--- members removed | nil when it is not a valid list (more than 32
--- members, a bad member, a key twice): then it is dropped as a whole.
-local function parse_tracestate(s)
-  if type(s) ~= "string" or #s == 0 then return nil end
-  local out, seen = {}, {}
-  for m in s:gmatch("[^,]+") do
-    m = m:match("^[ \t]*(.-)[ \t]*$")
-    if m ~= "" then
-      local ok, k = valid_member(m)
-      if not ok or seen[k] then return nil end
-      seen[k] = true
-      out[#out + 1] = m
-      if #out > 32 then return nil end
-    end
-  end
-  if #out == 0 then return nil end
-  return table.concat(out, ",")
-end
-
-local function remote(tp, ts)
-  local tid, pid, sampled = parse_traceparent(tp)
-  if not tid then return false end
-  return setmetatable({ trace_id = tid, span_id = pid, sampled = sampled, remote = true,
-    tracestate = ts and parse_tracestate(ts) or false }, Remote)
-end
-
--- Header lookup in a table of fields, case-insensitive; repeated fields
--- (a table of values) joined with ",".
-local function field(headers, name)
-  local v = headers[name]
-  if v == nil then
-    for k, x in pairs(headers) do
-      if type(k) == "string" and k:lower() == name then v = x; break end
-    end
-  end
-  if type(v) == "table" then return table.concat(v, ",") end
-  return v
-end
+local Remote, remote, field = w3c.Remote, w3c.remote, w3c.field
 
 --- trace.extract(headers) -> span context | nil: the remote parent in a
 -- traceparent (and tracestate) field. headers is a table of fields (any
@@ -557,166 +470,11 @@ function hooks.server_stopped()
   M.flush(cfg and math.min(cfg.timeout, 2) or 0)
 end
 
--- -- OTLP/HTTP JSON --
---
--- The OTLP JSON mapping: ids as lowercase hex (not base64 as proto3 JSON
--- would have it), enums as integers, 64-bit integers (times in unix
--- nanoseconds, intValue) as decimal strings, field names in lowerCamelCase.
-
-local function split_ns(t)
-  local s = floor(t)
-  local ns = floor((t - s) * 1e9 + 0.5)
-  if ns >= 1000000000 then s, ns = s + 1, ns - 1000000000 end
-  return s, ns
-end
-
-local function put_nanos(b, t)
-  local s, ns = split_ns(t)
-  b:putf('"%d%09d"', s, ns)
-end
-
-local json_str_len, json_escape = C.orrery_ffi_json_str_len, C.orrery_ffi_json_escape
-
--- Not UTF-8: each byte from 0x80 up is written as the code point of the
--- same number (as orrery.log does), so the batch stays valid JSON.
-local function put_bad_utf8(b, s)
-  b:put('"')
-  for i = 1, #s do
-    local c = s:byte(i)
-    if c == 0x22 then b:put('\\"')
-    elseif c == 0x5c then b:put("\\\\")
-    elseif c < 0x20 or c >= 0x7f then b:putf("\\u%04x", c)
-    else b:put(string.char(c)) end
-  end
-  b:put('"')
-end
-
--- A JSON string into b: as it is when nothing needs escaping (the common
--- case, found by an FFI scan), escaped by the FFI otherwise.
-local function put_str(b, s)
-  local n = #s
-  local m = json_str_len(s, n)
-  if m == n + 2 then
-    b:put('"', s, '"')
-  elseif m == 0 then
-    put_bad_utf8(b, s)
-  else
-    local p = b:reserve(m)
-    b:commit(json_escape(p, s, n))
-  end
-end
-
--- '{"key":"<k>","value":' per attribute name, which repeat from span to
--- span (the HTTP conventions' names, the user's few).
-local KEY_CACHE_MAX = 1024
-local key_text, nkeys = {}, 0
-local key_buf = buffer.new(64)
-local function put_key(b, k)
-  local q = key_text[k]
-  if not q then
-    local kb = key_buf:reset()
-    kb:put('{"key":')
-    put_str(kb, type(k) == "string" and k or tostring(k))
-    kb:put(',"value":')
-    q = kb:tostring()
-    if nkeys >= KEY_CACHE_MAX then key_text, nkeys = {}, 0 end
-    key_text[k] = q
-    nkeys = nkeys + 1
-  end
-  b:put(q)
-end
-
-local put_any
-function put_any(b, v, depth)
-  local t = type(v)
-  if t == "string" then
-    b:put('{"stringValue":')
-    put_str(b, v)
-    b:put("}")
-  elseif t == "boolean" then
-    b:put(v and '{"boolValue":true}' or '{"boolValue":false}')
-  elseif t == "number" then
-    if v == floor(v) and v >= -9007199254740992 and v <= 9007199254740992 then
-      b:putf('{"intValue":"%.0f"}', v)
-    elseif v ~= v then
-      b:put('{"doubleValue":"NaN"}')
-    elseif v == math.huge or v == -math.huge then
-      b:put(v > 0 and '{"doubleValue":"Infinity"}' or '{"doubleValue":"-Infinity"}')
-    else
-      b:putf('{"doubleValue":%.17g}', v)
-    end
-  elseif t == "table" and depth < 4 and (#v > 0 or json.is_array(v)) then
-    b:put('{"arrayValue":{"values":[')
-    for i = 1, #v do
-      if i > 1 then b:put(",") end
-      put_any(b, v[i], depth + 1)
-    end
-    b:put("]}}")
-  else
-    b:put('{"stringValue":')
-    put_str(b, tostring(v))
-    b:put("}")
-  end
-end
-
-local function put_attrs(b, attrs)
-  b:put("[")
-  local first = true
-  for k, v in pairs(attrs) do
-    if first then first = false else b:put(",") end
-    put_key(b, k)
-    put_any(b, v, 0)
-    b:put("}")
-  end
-  b:put("]")
-end
-
-local function put_span(b, s)
-  b:put('{"traceId":"', s.trace_id, '","spanId":"', s.span_id, '"')
-  if s.parent_id then b:put(',"parentSpanId":"', s.parent_id, '"') end
-  if s.tracestate then b:put(',"traceState":'); put_str(b, s.tracestate) end
-  b:put(',"name":')
-  put_str(b, s.name)
-  b:put(',"kind":', s.kind, ',"startTimeUnixNano":')
-  put_nanos(b, s.t0)
-  b:put(',"endTimeUnixNano":')
-  put_nanos(b, s.t1)
-  b:put(',"attributes":')
-  put_attrs(b, s.attrs)
-  if s.events then
-    b:put(',"events":[')
-    for i, e in ipairs(s.events) do
-      if i > 1 then b:put(",") end
-      b:put('{"timeUnixNano":')
-      put_nanos(b, e.t)
-      b:put(',"name":')
-      put_str(b, e.name)
-      if e.attrs then b:put(',"attributes":'); put_attrs(b, e.attrs) end
-      b:put("}")
-    end
-    b:put("]")
-  end
-  b:put(',"status":{"code":', s.status)
-  if s.message then b:put(',"message":'); put_str(b, s.message) end
-  b:put("}}")
-end
-
--- encode(spans) -> an ExportTraceServiceRequest in OTLP JSON.
+-- OTLP/HTTP JSON (orrery.trace.otlp).
 local function encode(spans)
-  local b = buffer.new(4096)
-  b:put('{"resourceSpans":[{"resource":{"attributes":')
-  put_attrs(b, cfg.resource_attrs)
-  b:put('},"scopeSpans":[{"scope":{"name":"orrery.trace","version":')
-  put_str(b, cfg.version)
-  b:put('},"spans":[')
-  for i = 1, #spans do
-    if i > 1 then b:put(",") end
-    put_span(b, spans[i])
-  end
-  b:put("]}]}]}")
-  return b:tostring()
+  return otlp.encode(spans, cfg.resource_attrs, cfg.version)
 end
-M._encode = function(spans) return encode(spans) end
+M._encode = encode
 
 -- -- Metrics --
 --
@@ -1019,7 +777,5 @@ do
   end
 end
 
-M._parse_traceparent = parse_traceparent
-M._parse_tracestate = parse_tracestate
 
 return M
