@@ -31,6 +31,9 @@ local EV_HEAD, EV_ERROR, EV_CONTINUE = C.ORRERY_HRESP_HEAD, C.ORRERY_HRESP_ERROR
 
 local M = {}
 
+-- orrery.trace's hooks, set by trace.configure(): false without tracing.
+M.tracer = false
+
 -- Every wait of a request is bounded by default: the whole exchange by
 -- `timeout`, and each phase by its own limit inside it.
 M.defaults = {
@@ -556,6 +559,14 @@ local function request(cl, fname, opts, lv)
   if err then return nil, err == "timeout" and "timeout" or "canceled" end
   local obs = cl.obs
   if obs == nil then obs = observer(cl) end
+  local tr = M.tracer
+  if tr and not cl.untraced then
+    local span = tr.client_start(st)
+    local res, rerr
+    if obs then res, rerr = observed(obs, cl, st) else res, rerr = under(st, do_request, cl, st) end
+    tr.client_finish(span, res, rerr)
+    return res, rerr
+  end
   if obs then
     local res, rerr = observed(obs, cl, st)
     return res, rerr

@@ -34,6 +34,9 @@ local co_slot, now = C.orrery_ffi_co_slot, C.orrery_ffi_now
 
 local M = {}
 
+-- orrery.trace's hooks, set by trace.configure(): false without tracing.
+M.tracer = false
+
 local TEXT = "text/plain; charset=utf-8"
 local JSON = "application/json"
 
@@ -388,6 +391,8 @@ local function handle(srv, st, c, req)
   local mx = srv.mx
   local t0 = (mx or srv.access_log) and now()
   if mx then mx.active:inc() end
+  local tr = M.tracer
+  local span = tr and not srv.untraced and tr.server_start(srv, req)
   local ok, status, body, headers
   local tmo = srv.handler_timeout
   if tmo then
@@ -432,6 +437,7 @@ local function handle(srv, st, c, req)
     sent, bytes = send(srv, st, c, req, 500, "Internal Server Error\n", nil)
     status = 500
   end
+  if span then tr.server_finish(span, req, status) end
   if t0 then
     local dur = now() - t0
     if mx then record(mx, req, status, dur) end
@@ -598,7 +604,7 @@ M.Server = Server
 
 -- Options beyond M.defaults.
 local KNOWN = { unix = true, log = true, ctx = true, background = true, on_bad_request = true,
-  tls = true, metrics = true }
+  tls = true, metrics = true, trace = true }
 for k in pairs(M.defaults) do KNOWN[k] = true end
 local COUNT = { min = 1, int = true, what = "positive integer" }
 local SECONDS = { what = "seconds or false" }
@@ -637,6 +643,7 @@ local function check_opts(F, opts)
     error(("%s: bad option 'ctx' (context expected, got %s)"):format(F, type(o.ctx)), L - 1)
   end
   check.type_opt(F, o, "background", "boolean", L)
+  check.type_opt(F, o, "trace", "boolean", L)
   local mo = o.metrics
   if mo ~= nil and type(mo) ~= "boolean" then
     local mm = package.loaded["orrery.metrics"]
@@ -703,7 +710,7 @@ local function start(F, handler, opts)
     lis = lis, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
     max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
     linger = o.linger or 0, access_log = o.access_log or false, log = safe_log(o.log),
-    on_bad_request = o.on_bad_request, mx = metrics_of(o),
+    on_bad_request = o.on_bad_request, mx = metrics_of(o), untraced = o.trace == false,
     base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
     done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
     host = lis.host, port = lis.port, unix = o.unix,
@@ -734,6 +741,7 @@ function M.serve(handler, opts)
   if not srv then error("orrery.http.serve: cannot listen: " .. tostring(err), 2) end
   if opts and opts.background then return srv end
   srv:wait()
+  if M.tracer then M.tracer.server_stopped() end
   return srv
 end
 
