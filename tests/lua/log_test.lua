@@ -123,22 +123,28 @@ T.test("levels: set_level at run time; error lines are never skipped", function(
   T.raises(function() log.configure { colour = true } end, "orrery.log.configure: unknown option 'colour'")
 end)
 
-T.test("lines wait for the next loop turn; error lines are written at once", function()
+T.test("lines wait for the next loop turn; error lines are handed over at once", function()
   local path = fresh()
   log.info("buffered")
   T.eq(slurp(path), "", "nothing written during the caller's turn")
-  -- Waiting for the flush: the timer it armed fires on the next turn.
+  T.ok(log.stats().buffered_bytes > 0)
+  -- Waiting for the hand-over: the timer it armed fires on the next turn.
   for _ = 1, 100 do
-    if slurp(path) ~= "" then break end
+    if log.stats().buffered_bytes == 0 then break end
     orrery.sleep(0)
   end
+  T.eq(log.stats().buffered_bytes, 0, "handed over to the writer on a later turn")
+  T.ok(log.flush(), "the writer wrote it")
   T.eq(#read_lines(path), 1)
   log.info("before the error")
   log.error("the error")
+  T.eq(log.stats().buffered_bytes, 0, "the error line and everything before it are handed over at once")
+  T.ok(log.flush())
   local l = read_lines(path)
   T.eq(#l, 3, "the error line and everything before it, in order")
   T.eq(l[2].msg, "before the error")
   T.eq(l[3].msg, "the error")
+  T.raises(function() log.flush(-1) end, "orrery.log.flush: bad argument #1")
 end)
 
 T.test("identical warnings and errors are rate-limited and summarised", function()
@@ -161,6 +167,7 @@ T.test("identical warnings and errors are rate-limited and summarised", function
   T.eq(l[6].msg, "db down ... repeated 5 times in the last 10 s")
   T.eq(l[6].repeated, 5)
   log.error("db down") -- a new window: written again
+  log.flush()
   l = read_lines(path)
   T.eq(#l, 7)
   T.eq(l[7].msg, "db down")
