@@ -196,31 +196,29 @@ local sweep
 local emit
 
 -- Hands what is buffered to the writer (the summaries of rate-limited
--- lines whose window has passed included).
+-- lines whose window has passed included). When the writer's queue is
+-- full the batch is dropped, and the next batch starts with a warning
+-- that counts the lines lost since the last such warning was written.
+local notice_queued = false -- out starts with that warning
 local function handoff()
   if cfg.dedup_window > 0 then sweep(false) end
   if #out == 0 then return end
   local w = W
   if w == nil then w = writer() end
-  if w then
-    local p, len = out:ref()
-    if logw_put(w, p, len, nbuf) ~= 0 then
-      dropped, unreported = dropped + nbuf, unreported + nbuf
-      out:reset()
-      nbuf = 0
-      return
-    end
-  else
+  local p, len = out:ref()
+  if not w then
     write_sync(out:tostring())
+  elseif logw_put(w, p, len, nbuf) ~= 0 then
+    dropped, unreported = dropped + nbuf, unreported + nbuf
+    out:reset()
+    nbuf = 0
+    emit(WARN, "orrery.log: lines dropped: the output did not keep up", { dropped = unreported }, nil, false)
+    notice_queued = true
+    return
   end
   out:reset()
   nbuf = 0
-  if unreported > 0 then
-    -- The output has room again: say what it lost, in the next batch.
-    local n = unreported
-    unreported = 0
-    emit(WARN, "orrery.log: lines dropped: the output did not keep up", { dropped = n }, nil, "")
-  end
+  if notice_queued then unreported, notice_queued = 0, false end
 end
 
 -- flush([timeout]) -> true | false: hands what is buffered to the writer
