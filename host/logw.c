@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -214,6 +215,15 @@ orrery_logw *orrery_ffi_logw_new(int32_t fd, int32_t owned, double max_bytes) {
   pthread_condattr_destroy(&ca);
   w->fd = fd;
   w->owned = owned;
+  /* Stderr redirected to a file (2>file) is shared with the process's
+   * other writers at one file offset; two threads writing it at once lost
+   * lines in the sanitizer build's test. In append mode every write goes
+   * to the end, whoever makes it (what 2>>file gives). */
+  struct stat st;
+  int fl = fcntl(fd, F_GETFL);
+  if (!owned && fl >= 0 && !(fl & O_APPEND) && fstat(fd, &st) == 0 &&
+      S_ISREG(st.st_mode))
+    fcntl(fd, F_SETFL, fl | O_APPEND);
   w->max = max_bytes > 0 ? (size_t)max_bytes : 0;
   if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
     w->owned = 0;
