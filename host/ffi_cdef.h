@@ -158,7 +158,8 @@ size_t orrery_ffi_json_number(char *out, double x);
 
 /* The log writer (host/logw.c): a thread that writes the lines orrery.log
  * hands over, so that a slow output never blocks the loop. put copies the
- * bytes and returns 0, or 1 when the queue is past max_bytes and the
+ * bytes (urgent: an error line is among them, write it without delay)
+ * and returns 0, or 1 when the queue is past max_bytes and the
  * lines were dropped (counted); switch makes the writer go on to fd once
  * the items before it are written (owned: it closes fd when done); sync
  * waits up to timeout seconds for what was handed over to be written (1,
@@ -173,7 +174,7 @@ typedef struct orrery_logw_stats {
 } orrery_logw_stats;
 orrery_logw *orrery_ffi_logw_new(int32_t fd, int32_t owned, double max_bytes);
 int orrery_ffi_logw_put(orrery_logw *w, const char *p, size_t len,
-                        int32_t lines);
+                        int32_t lines, int32_t urgent);
 int orrery_ffi_logw_switch(orrery_logw *w, int32_t fd, int32_t owned);
 void orrery_ffi_logw_set_max(orrery_logw *w, double max_bytes);
 int orrery_ffi_logw_sync(orrery_logw *w, double timeout);

@@ -55,6 +55,7 @@ local out = buffer.new(65536)
 local pending = false -- the flush timer is armed
 local closing = false -- the Lua state is closing: no more timers
 local nbuf = 0 -- lines in out
+local urgent = 0 -- 1: out holds an error line (the writer writes it at once)
 local sink = { path = nil }
 local lines, suppressed = { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
 local dropped, unreported = 0, 0 -- lines dropped; not yet said so in a line
@@ -208,16 +209,16 @@ local function handoff()
   local p, len = out:ref()
   if not w then
     write_sync(out:tostring())
-  elseif logw_put(w, p, len, nbuf) ~= 0 then
+  elseif logw_put(w, p, len, nbuf, urgent) ~= 0 then
     dropped, unreported = dropped + nbuf, unreported + nbuf
     out:reset()
-    nbuf = 0
+    nbuf, urgent = 0, 0
     emit(WARN, "orrery.log: lines dropped: the output did not keep up", { dropped = unreported }, nil, false)
     notice_queued = true
     return
   end
   out:reset()
-  nbuf = 0
+  nbuf, urgent = 0, 0
   if notice_queued then unreported, notice_queued = 0, false end
 end
 
@@ -389,7 +390,10 @@ function emit(lvl, msg, fields, extra, key)
   b:put("}\n")
   nbuf = nbuf + 1
   lines[lvl] = lines[lvl] + 1
-  if lvl == ERROR or #b > cfg.buffer_max then
+  if lvl == ERROR then
+    urgent = 1
+    handoff()
+  elseif #b > cfg.buffer_max then
     handoff()
   elseif not pending and not closing then
     schedule()
