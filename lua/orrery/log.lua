@@ -357,15 +357,8 @@ local function trace_of(slot)
   return nil
 end
 
--- Appends one line; extra is a logger's pre-encoded fields; key the
--- rate limiting's key (the message when nil; false: never limited).
-function emit(lvl, msg, fields, extra, key)
-  if type(msg) ~= "string" then msg = tostring(msg) end
-  if key ~= false and lvl >= cfg.dedup_level and cfg.dedup_window > 0
-      and repeated(lvl, key or msg, msg) then
-    return
-  end
-  local b = out
+-- A line up to its fields: time, level, msg, co, the trace's ids.
+local function line_head(b, lvl, msg)
   local t = wall_now()
   local sec = floor(t)
   if sec ~= cached_sec then
@@ -385,8 +378,10 @@ function emit(lvl, msg, fields, extra, key)
       if tr.span_id then b:put(',"span_id":'); put_str(b, tostring(tr.span_id)) end
     end
   end
-  if extra then b:put(extra) end
-  if fields then put_fields(b, fields) end
+end
+
+-- Ends the line; hands the buffer over when it must, else arms the timer.
+local function line_tail(b, lvl)
   b:put("}\n")
   nbuf = nbuf + 1
   lines[lvl] = lines[lvl] + 1
@@ -398,6 +393,21 @@ function emit(lvl, msg, fields, extra, key)
   elseif not pending and not closing then
     schedule()
   end
+end
+
+-- Appends one line; extra is a logger's pre-encoded fields; key the
+-- rate limiting's key (the message when nil; false: never limited).
+function emit(lvl, msg, fields, extra, key)
+  if type(msg) ~= "string" then msg = tostring(msg) end
+  if key ~= false and lvl >= cfg.dedup_level and cfg.dedup_window > 0
+      and repeated(lvl, key or msg, msg) then
+    return
+  end
+  local b = out
+  line_head(b, lvl, msg)
+  if extra then b:put(extra) end
+  if fields then put_fields(b, fields) end
+  line_tail(b, lvl)
 end
 
 function emit_summary(lvl, msg, n)
@@ -650,13 +660,24 @@ end
 -- access(req, status, bytes, dur): the HTTP server's access line, one
 -- info line "http request" with method, path, status, bytes, remote and
 -- duration_ms. The server calls it when access_log is on (its default).
-local access_fields = {}
+-- Encoded straight, not through a fields table: 235 ns a line through
+-- emit with a reused table, 109 this way (scripts/bench/log.lua).
+local US3 = {}
+for i = 0, 999 do US3[i] = (".%03d"):format(i) end
 function M.access(req, status, bytes, dur)
   if cfg.level > INFO then return end
-  local f = access_fields
-  f.method, f.path, f.status, f.bytes = req.method, req.path, status, bytes
-  f.remote, f.duration_ms = req.remote, floor(dur * 1e6 + 0.5) / 1000
-  emit(INFO, "http request", f)
+  local b = out
+  line_head(b, INFO, "http request")
+  -- The method is one of the parser's names: nothing to escape.
+  b:put(',"method":"', req.method, '","path":')
+  put_str(b, req.path)
+  b:put(',"status":', status, ',"bytes":', bytes)
+  local remote = req.remote
+  if remote then b:put(',"remote":'); put_str(b, remote) end
+  local us = floor(dur * 1e6 + 0.5)
+  local ms = floor(us / 1000)
+  b:put(',"duration_ms":', ms, US3[us - ms * 1000])
+  line_tail(b, INFO)
 end
 
 -- http_access(line, req, status, bytes): the same as an access_log

@@ -216,8 +216,11 @@ fi
 # -- obs --
 if [[ " $SECTIONS " == *" obs "* ]]; then
   declare -A OP OPID OBS
+  # Ports from 18090 up that nothing listens on (other benchmarks may run
+  # on the same machine).
   port=18090
   for m in $OBS_MODES; do
+    while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
     OP[$m]=$port
     taskset -c "$SCPU" "$orrery" scripts/bench/http/server.lua $port 4096 "$m" "$tmp/access.$port.log" &
     pids+=($!)

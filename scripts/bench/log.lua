@@ -78,3 +78,10 @@ log.configure { dedup_level = "warn" }
 bench("log.warn, identical (rate-limited)", function(n)
   for _ = 1, n do log.warn("upstream slow", fields10) end
 end)
+
+-- The HTTP server's access line (log.access, what access_log = true
+-- writes per request), on a request-like table.
+local req = { method = "GET", path = "/orders/123456", remote = "127.0.0.1" }
+bench("log.access(req, status, bytes, dur)", function(n)
+  for _ = 1, n do log.access(req, 200, 11, 0.000123) end
+end)
