@@ -15,7 +15,7 @@ local N = tonumber(arg and arg[1]) or 2000000
 local BATCH = 1000 -- lines per timed batch; the flush after it is timed apart
 local now = orrery.now
 
-assert(log.open("/dev/null"))
+assert(log.open(os.getenv("LOG_PATH") or "/dev/null"))
 log.configure { buffer_max = 64 * 1048576 }
 
 local fields10 = { order_id = 123456, amount = 42.5, currency = "EUR", customer = "c-0042",
