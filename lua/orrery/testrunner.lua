@@ -56,10 +56,6 @@ local function unescape(s) return (s:gsub("\\(.)", function(c) return c == "n" a
 
 local function run_child(report_path, file)
   io.stdout:setvbuf("line") -- what was printed survives a crash
-  -- Servers under test write an access line per request at info (their
-  -- default): a file's output stays readable unless it asks for them
-  -- (log.set_level, ORRERY_LOG_LEVEL).
-  if not os.getenv("ORRERY_LOG_LEVEL") then require("orrery.log").set_level("warn") end
   local report = assert(io.open(report_path, "w"))
   local function record(line)
     report:write(line, "\n")
@@ -70,6 +66,11 @@ local function run_child(report_path, file)
   local chunk, lerr = loadfile(file)
   local ok, err = chunk ~= nil, lerr
   if chunk then ok, err = xpcall(chunk, debug.traceback) end
+  -- Servers under test write an access line per request at info (their
+  -- default): a file's output stays readable unless it asks for them
+  -- (log.set_level, ORRERY_LOG_LEVEL). Only when the file loaded the log.
+  local lg = package.loaded["orrery.log"]
+  if lg and not os.getenv("ORRERY_LOG_LEVEL") then lg.set_level("warn") end
   if not ok then
     record("fail " .. escape(file .. ": cannot load: " .. tostring(err)))
     print("FAIL " .. file .. " (load)\n    " .. tostring(err):gsub("\n", "\n    "))
