@@ -15,11 +15,11 @@
 #include "host.h"
 
 /* The loop thread hands over a batch of lines (one loop turn's worth) with
- * orrery_ffi_logw_put, which copies the bytes into a queue item and wakes
- * the writer; the writer takes the whole queue at once and writes it with
- * write(2) outside the lock. The queue is bounded in bytes: a batch that
- * would take it past the bound is dropped and counted, never waited for,
- * so that a full pipe on stderr costs lines, not the loop.
+ * orrery_ffi_logw_put, which copies the bytes into a queue item (waking
+ * the writer only if it sleeps); the writer takes the whole queue at once and
+ * writes it with writev(2) outside the lock. The queue is bounded in bytes: a
+ * batch that would take it past the bound is dropped and counted, never waited
+ * for, so that a full pipe on stderr costs lines, not the loop.
  *
  * A change of output (a file opened, reopened after rotation, closed
  * back to stderr) is an item in the same queue: the lines handed over

@@ -6,7 +6,7 @@
 -- The caller only encodes its line into a buffer: a 0-second timer hands
 -- the buffer over on the next loop turn, one hand-over for every line of
 -- the turn, to the log writer (host/logw.c), a thread that writes it with
--- write(2). The loop never waits for the output: when the writer's queue
+-- writev(2). The loop never waits for the output: when the writer's queue
 -- is past queue_max bytes (a pipe nobody reads, a disk that hangs), the
 -- lines are dropped and counted. Error lines are handed over at once
 -- (with everything buffered before them, in order), so that the last
