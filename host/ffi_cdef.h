@@ -155,3 +155,31 @@ int orrery_ffi_hresp_eof(orrery_hresp *r);
 size_t orrery_ffi_json_str_len(const char *s, size_t len);
 size_t orrery_ffi_json_escape(char *out, const char *s, size_t len);
 size_t orrery_ffi_json_number(char *out, double x);
+
+/* The log writer (host/logw.c): a thread that writes the lines orrery.log
+ * hands over, so that a slow output never blocks the loop. put copies the
+ * bytes (urgent: an error line is among them, write it without delay)
+ * and returns 0, or 1 when the queue is past max_bytes and the
+ * lines were dropped (counted); switch makes the writer go on to fd once
+ * the items before it are written (owned: it closes fd when done); sync
+ * waits up to timeout seconds for what was handed over to be written (1,
+ * or 0 on timeout); close drains up to timeout, then ends the thread and
+ * frees the writer (0: the output is stalled, the thread is left to end
+ * on its own). open returns a descriptor or a negative errno. */
+typedef struct orrery_logw orrery_logw;
+typedef struct orrery_logw_stats {
+  uint64_t queued_bytes, max_bytes, dropped_lines, dropped_bytes;
+  uint64_t write_errors, written_bytes, written_lines, batches;
+  int32_t last_errno;
+} orrery_logw_stats;
+orrery_logw *orrery_ffi_logw_new(int32_t fd, int32_t owned, double max_bytes);
+int orrery_ffi_logw_put(orrery_logw *w, const char *p, size_t len,
+                        int32_t lines, int32_t urgent);
+int orrery_ffi_logw_switch(orrery_logw *w, int32_t fd, int32_t owned);
+void orrery_ffi_logw_set_max(orrery_logw *w, double max_bytes);
+int orrery_ffi_logw_sync(orrery_logw *w, double timeout);
+void orrery_ffi_logw_stats(orrery_logw *w, orrery_logw_stats *s);
+int orrery_ffi_logw_close(orrery_logw *w, double timeout);
+int32_t orrery_ffi_logw_open(const char *path);
+void orrery_ffi_logw_close_fd(int32_t fd);
+const char *orrery_ffi_strerror(int32_t err);

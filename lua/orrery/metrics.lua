@@ -787,6 +787,10 @@ function M.runtime(r)
     help = "Log lines written, by level." }
   local logsupp = c { name = "orrery_log_suppressed_total", labels = { "level" },
     help = "Log lines suppressed as repeats of an identical line, by level." }
+  local logdrop = c { name = "orrery_log_dropped_total",
+    help = "Log lines dropped because the log writer's queue was full (the output did not keep up)." }
+  local logqueue = g { name = "orrery_log_queue_bytes",
+    help = "Bytes of log lines handed to the log writer and not yet written." }
   r:on_collect(function()
     local orrery = package.loaded["orrery"]
     if orrery then
@@ -837,6 +841,10 @@ function M.runtime(r)
       local s = log.stats()
       for level, n in pairs(s.lines) do put(loglines, n, level) end
       for level, n in pairs(s.suppressed) do put(logsupp, n, level) end
+      if s.dropped then
+        put(logdrop, s.dropped)
+        put(logqueue, s.queued_bytes)
+      end
     end
   end)
 end

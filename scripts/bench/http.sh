@@ -24,10 +24,13 @@
 # obs:  what observability costs orrery on GET /: one orrery server per
 #       mode in $OBS_MODES (server.lua's FEATURES: "off", "metrics",
 #       "log", "metrics,log", ...), all pinned to the server CPU, measured
-#       as in cpu, interleaved, $RUNS runs. Reported: CPU time per request
-#       per mode and its ratio to "off" (the median of per-run ratios).
-#       The access log goes to a file in the temporary directory. Not in
-#       the default SECTIONS.
+#       as in cpu, interleaved, $RUNS runs, and the peer: nginx+Lua with
+#       its access log off, on, and on with a 64 kB buffer (OBS_NGINX=0
+#       leaves them out). Reported:
+#       CPU time per request per mode and its ratio to "off" (nginx's to
+#       nginx without its log), the median of per-run ratios. The access
+#       logs go to files in the temporary directory. Not in the default
+#       SECTIONS.
 #
 # Environment:
 #   ORRERY=path      use this binary instead of building with build.sh release
@@ -216,15 +219,61 @@ fi
 # -- obs --
 if [[ " $SECTIONS " == *" obs "* ]]; then
   declare -A OP OPID OBS
+  # Ports from 18090 up that nothing listens on (other benchmarks may run
+  # on the same machine).
   port=18090
   for m in $OBS_MODES; do
+    while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
     OP[$m]=$port
     taskset -c "$SCPU" "$orrery" scripts/bench/http/server.lua $port 4096 "$m" "$tmp/access.$port.log" &
     pids+=($!)
     OPID[$m]=$!
     port=$((port + 1))
   done
-  for m in $OBS_MODES; do
+  # The peer: nginx+Lua as in cpu, with its access log off, on (the
+  # default "combined" format to a file, one write per request) and on
+  # with a 64 kB buffer (one write per 64 kB or second, as orrery's
+  # writer batches).
+  OBS_ALL=$OBS_MODES
+  if [ "${OBS_NGINX:-1}" != 0 ]; then
+    for m in nginx nginx+log nginx+logbuf; do
+      while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
+      OP[$m]=$port
+      d=$tmp/obs-$m
+      mkdir -p "$d/logs"
+      case $m in
+        nginx) al="access_log off;" ;;
+        nginx+log) al="access_log $d/logs/access.log;" ;;
+        *) al="access_log $d/logs/access.log combined buffer=64k flush=1s;" ;;
+      esac
+      cat > "$d/nginx.conf" <<NGX
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  $al
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location = / {
+      default_type "text/plain; charset=utf-8";
+      content_by_lua_block { ngx.print("hello world") }
+    }
+  }
+}
+NGX
+      taskset -c "$SCPU" nginx -p "$d" -c "$d/nginx.conf" &
+      pids+=($!)
+      OPID[$m]=$!
+      port=$((port + 1))
+      OBS_ALL="$OBS_ALL $m"
+    done
+  fi
+  for m in $OBS_ALL; do
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:${OP[$m]}/" >/dev/null && break; sleep 0.1; done
   done
   # obs_run PID URL -> CPU us per request (as cpu_run)
@@ -236,30 +285,36 @@ if [[ " $SECTIONS " == *" obs "* ]]; then
     echo "$r" | awk -v t0="$t0" -v t1="$t1" -v tck="$TCK" '{ printf "%.2f %s\n", (t1 - t0) * 1e6 / tck / $1, $2 }'
   }
   base=${OBS_MODES%% *}
+  base_of() { case $1 in nginx*) echo nginx ;; *) echo "$base" ;; esac; }
   for _ in $(seq "$RUNS"); do
     declare -A orun=()
-    for m in $OBS_MODES; do
+    for m in $OBS_ALL; do
       read -r us rps <<<"$(obs_run "${OPID[$m]}" "http://127.0.0.1:${OP[$m]}/")"
       OBS[$m,us]+="$us " OBS[$m,rps]+="$rps "
       orun[$m]=$us
     done
-    for m in $OBS_MODES; do
-      OBS[$m,ratio]+="$(awk -v a="${orun[$m]}" -v b="${orun[$base]}" 'BEGIN { printf "%.4f", a / b }') "
+    for m in $OBS_ALL; do
+      OBS[$m,ratio]+="$(awk -v a="${orun[$m]}" -v b="${orun[$(base_of "$m")]}" 'BEGIN { printf "%.4f", a / b }') "
     done
   done
   omed() { echo ${OBS[$1]} | tr ' ' '\n' | median; }
   echo
   echo "obs: GET /, wrk -t1 -c$CONNS -d$DURATION, one orrery server per mode on CPU $SCPU, median of $RUNS interleaved runs"
   echo
-  printf '| %-14s | %7s | %10s | %9s |\n' mode "req/s" "CPU us/req" "CPU / $base"
-  printf '|----------------|--------:|-----------:|----------:|\n'
-  for m in $OBS_MODES; do
-    printf '| %-14s | %7s | %10s | %9s |\n' "$m" "$(omed "$m,rps")" "$(omed "$m,us")" \
+  printf '| %-14s | %7s | %10s | %13s |\n' mode "req/s" "CPU us/req" "CPU / its off"
+  printf '|----------------|--------:|-----------:|--------------:|\n'
+  for m in $OBS_ALL; do
+    printf '| %-14s | %7s | %10s | %13s |\n' "$m" "$(omed "$m,rps")" "$(omed "$m,us")" \
       "$(printf '%.3fx' "$(omed "$m,ratio")")"
   done
+  echo "(orrery modes against \"$base\", nginx's against nginx)"
   echo
   echo "per run (us/req):"
-  for m in $OBS_MODES; do echo "  $m: ${OBS[$m,us]}"; done
+  for m in $OBS_ALL; do echo "  $m: ${OBS[$m,us]}"; done
+  for m in nginx+log nginx+logbuf; do
+    f=$tmp/obs-$m/logs/access.log
+    [ -s "$f" ] && echo "  $m: access log $(wc -l <"$f") lines, $(du -h "$f" | cut -f1)"
+  done
   for m in $OBS_MODES; do
     f=$tmp/access.${OP[$m]}.log
     [ -s "$f" ] && echo "  $m: access log $(wc -l <"$f") lines, $(du -h "$f" | cut -f1)"

@@ -123,22 +123,28 @@ T.test("levels: set_level at run time; error lines are never skipped", function(
   T.raises(function() log.configure { colour = true } end, "orrery.log.configure: unknown option 'colour'")
 end)
 
-T.test("lines wait for the next loop turn; error lines are written at once", function()
+T.test("lines wait for the next loop turn; error lines are handed over at once", function()
   local path = fresh()
   log.info("buffered")
   T.eq(slurp(path), "", "nothing written during the caller's turn")
-  -- Waiting for the flush: the timer it armed fires on the next turn.
+  T.ok(log.stats().buffered_bytes > 0)
+  -- Waiting for the hand-over: the timer it armed fires on the next turn.
   for _ = 1, 100 do
-    if slurp(path) ~= "" then break end
+    if log.stats().buffered_bytes == 0 then break end
     orrery.sleep(0)
   end
+  T.eq(log.stats().buffered_bytes, 0, "handed over to the writer on a later turn")
+  T.ok(log.flush(), "the writer wrote it")
   T.eq(#read_lines(path), 1)
   log.info("before the error")
   log.error("the error")
+  T.eq(log.stats().buffered_bytes, 0, "the error line and everything before it are handed over at once")
+  T.ok(log.flush())
   local l = read_lines(path)
   T.eq(#l, 3, "the error line and everything before it, in order")
   T.eq(l[2].msg, "before the error")
   T.eq(l[3].msg, "the error")
+  T.raises(function() log.flush(-1) end, "orrery.log.flush: bad argument #1")
 end)
 
 T.test("identical warnings and errors are rate-limited and summarised", function()
@@ -161,6 +167,7 @@ T.test("identical warnings and errors are rate-limited and summarised", function
   T.eq(l[6].msg, "db down ... repeated 5 times in the last 10 s")
   T.eq(l[6].repeated, 5)
   log.error("db down") -- a new window: written again
+  log.flush()
   l = read_lines(path)
   T.eq(#l, 7)
   T.eq(l[7].msg, "db down")
@@ -283,11 +290,156 @@ T.test("the HTTP hooks: access lines and handler errors, rate-limited", function
   T.match(errors[1].msg, "handler exploded")
 end)
 
+T.test("handler errors and access lines go through orrery.log by default", function()
+  local path = fresh()
+  local supp0 = log.stats().suppressed.error
+  local app = http.router()
+  app:get("/orders/:id", function(req)
+    -- The same failure, with request data in its message.
+    error("order " .. req.params.id .. " not found in the ledger")
+  end)
+  app:get("/ok", function() return 200, "fine" end)
+  local srv = assert(http.listen(app, { host = "127.0.0.1", port = 0 }))
+  T.eq(H.get(srv, "/ok").status, 200)
+  for i = 1, 20 do T.eq(H.get(srv, "/orders/" .. i).status, 500) end
+  srv:close()
+  log.flush()
+  local access, errors = {}, {}
+  for _, e in ipairs(read_lines(path)) do
+    if e.msg == "http request" then access[#access + 1] = e else errors[#errors + 1] = e end
+  end
+  T.eq(#access, 21, "one access line per request")
+  T.eq(access[1].path, "/ok")
+  T.eq(access[1].status, 200)
+  T.eq(access[1].remote, "127.0.0.1")
+  T.eq(type(access[1].duration_ms), "number")
+  T.eq(access[2].status, 500)
+  T.eq(#errors, 1, "20 failures on 20 paths with 20 messages: one line, the rest counted")
+  local e = errors[1]
+  T.eq(e.level, "error")
+  T.match(e.msg, "^http: handler error: .*log_test%.lua:%d+: order 1 not found in the ledger$")
+  T.eq(e.method, "GET")
+  T.eq(e.path, "/orders/1")
+  T.eq(e.route, "/orders/:id")
+  T.match(e.traceback, "^stack traceback:")
+  T.eq(log.stats().suppressed.error - supp0, 19)
+  clock = clock + 11
+  log.flush()
+  local last = read_lines(path)
+  T.match(last[#last].msg, "order 1 not found in the ledger ... repeated 19 times in the last 10 s$")
+  -- access_log = false turns the lines off; a function still gets them.
+  local seen = {}
+  local srv2 = assert(http.listen(app, { host = "127.0.0.1", port = 0,
+    access_log = function(line, req, status) seen[#seen + 1] = { line = line, status = status } end }))
+  T.eq(H.get(srv2, "/ok").status, 200)
+  srv2:close()
+  local srv3 = assert(http.listen(app, { host = "127.0.0.1", port = 0, access_log = false }))
+  T.eq(H.get(srv3, "/ok").status, 200)
+  srv3:close()
+  log.flush()
+  T.eq(#seen, 1)
+  T.eq(seen[1].status, 200)
+  T.match(seen[1].line, '"path":"/ok"')
+  T.eq(#read_lines(path), #last, "no orrery.log line from either server")
+end)
+
+-- -- The writer thread --
+
+local ffi = require "ffi"
+ffi.cdef [[
+  int mkfifo(const char *path, unsigned int mode);
+  int open(const char *path, int flags, ...);
+  long read(int fd, void *buf, size_t n);
+  int close(int fd);
+]]
+local O_RDONLY, O_NONBLOCK = 0, 2048
+
+T.test("a stalled output does not stall the loop: lines are dropped and counted", function()
+  local fifo = os.tmpname()
+  os.remove(fifo)
+  T.eq(ffi.C.mkfifo(fifo, 384), 0)
+  -- Our end of the pipe is open, so the log's open does not wait, but
+  -- nobody reads it until the end: once the pipe's buffer is full the
+  -- writer thread blocks in write(2).
+  local rfd = ffi.C.open(fifo, O_RDONLY + O_NONBLOCK)
+  T.ok(rfd >= 0)
+  log.configure { queue_max = 262144 }
+  assert(log.open(fifo))
+  local app = http.router()
+  app:get("/ping", function() return 200, "pong" end)
+  local srv = assert(http.listen(app, { host = "127.0.0.1", port = 0, access_log = false }))
+  local line = ("x"):rep(200)
+  local function logged()
+    local l = log.stats().lines
+    return l.debug + l.info + l.warn + l.error
+  end
+  local logged0, dropped0 = logged(), log.stats().dropped
+  local ticks, served = 0, 0
+  for _ = 1, 30 do
+    for i = 1, 300 do log.info(line, { i = i }) end -- 70 kB a turn
+    orrery.sleep(0.001) -- the loop turns: timers fire
+    ticks = ticks + 1
+    if H.get(srv, "/ping").status == 200 then served = served + 1 end
+  end
+  local st = log.stats()
+  T.eq(ticks, 30)
+  T.eq(served, 30, "requests are served while the output is stalled")
+  T.ok(st.dropped > dropped0, "lines were dropped: " .. st.dropped)
+  T.ok(st.queued_bytes <= 262144, "the queue stays within queue_max: " .. st.queued_bytes)
+  T.ok(st.queued_bytes > 0, "the writer is stuck with a full queue: " .. require("orrery.json").encode(st))
+  T.ok(not log.flush(0), "flush(0) says the writer is behind")
+  local text = metrics.expose()
+  T.eq(tonumber(text:match("\norrery_log_dropped_total (%d+)")), st.dropped)
+  -- The reader comes back: everything queued is written, then a line
+  -- says how many were lost.
+  srv:close()
+  local buf = ffi.new("char[65536]")
+  local got = {}
+  local function drain()
+    while true do
+      local n = tonumber(ffi.C.read(rfd, buf, 65536))
+      if n <= 0 then return end
+      got[#got + 1] = ffi.string(buf, n)
+    end
+  end
+  while not log.flush(0) do
+    drain()
+    orrery.sleep(0.001)
+  end
+  log.info("after the stall")
+  while not log.flush(0) do
+    drain()
+    orrery.sleep(0.001)
+  end
+  drain()
+  log.close()
+  ffi.C.close(rfd)
+  os.remove(fifo)
+  log.configure { queue_max = 8388608 }
+  local all = table.concat(got)
+  local n, notices, reported, last = 0, 0, 0, nil
+  for l in all:gmatch("([^\n]*)\n") do
+    local e = json.decode(l)
+    n = n + 1
+    if e.msg:find("lines dropped", 1, true) then
+      notices = notices + 1
+      reported = reported + e.dropped
+      T.eq(e.level, "warn")
+    end
+    last = e
+  end
+  local dropped = log.stats().dropped - dropped0
+  T.eq(n + dropped, logged() - logged0, "every line was either written whole or counted as dropped")
+  T.ok(notices > 0, "a line says lines were dropped")
+  T.eq(reported, dropped, "the warnings count every line lost before them")
+  T.eq(last.msg, "after the stall")
+end)
+
 -- -- Child processes: exit and signals --
 
-local function child(src)
+local function child(src, env)
   local path = os.tmpname()
-  local st, out, err = T.script(("local LOG = %q\n"):format(path) .. src, { timeout = 20 })
+  local st, out, err = T.script(("local LOG = %q\n"):format(path) .. src, { timeout = 20, env = env })
   return st, read_lines(path), out, err, path
 end
 
@@ -323,6 +475,53 @@ T.test("buffered lines are written when the script ends, exits or panics", funct
   T.eq(st, 2)
   T.eq(#l, 1)
   T.eq(l[1].msg, "before the panic")
+end)
+
+T.test("nothing is lost at exit: the writer's queue is drained, os.exit included", function()
+  local st, l = child([[
+    local log = require "orrery.log"
+    assert(log.open(LOG))
+    for i = 1, 100000 do log.info("line", { i = i }) end
+  ]])
+  T.eq(st, 0)
+  T.eq(#l, 100000)
+  T.eq(l[100000].i, 100000)
+  st, l = child([[
+    local log = require "orrery.log"
+    assert(log.open(LOG))
+    for i = 1, 100000 do log.info("line", { i = i }) end
+    log.error("fatal: cannot continue")
+    os.exit(4) -- no loop exit: the atexit handler drains the writer
+  ]], { ASAN_OPTIONS = "detect_leaks=0" }) -- os.exit leaves the Lua state open
+  T.eq(st, 4)
+  T.eq(#l, 100001)
+  T.eq(l[100001].msg, "fatal: cannot continue")
+end)
+
+T.test("on stderr, lines are whole and in order among the process's other output", function()
+  local st, out, err = T.script([[
+    local log = require "orrery.log"
+    for i = 1, 2000 do
+      log.info("line", { i = i })
+      -- One write(2): a line written in pieces (io.stderr:write("a", i,
+      -- "\n") is three) may have a batch of the log's lines between them.
+      if i % 500 == 0 then io.stderr:write(("plain stderr %d\n"):format(i)) end
+      if i % 100 == 0 then require("orrery").sleep(0) end
+    end
+  ]], { timeout = 20 })
+  T.eq(st, 0)
+  local n, plain = 0, 0
+  for l in err:gmatch("([^\n]*)\n") do
+    if l:find("^plain stderr") then
+      plain = plain + 1
+    else
+      local e = json.decode(l)
+      n = n + 1
+      T.eq(e.i, n, "the log's lines keep their order")
+    end
+  end
+  T.eq(n, 2000)
+  T.eq(plain, 4)
 end)
 
 T.test("SIGHUP reopens the log file (logrotate's rename, then HUP)", function()

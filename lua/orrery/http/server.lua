@@ -56,7 +56,8 @@ M.defaults = {
   handler_timeout = false,
   shutdown_timeout = 4,
   linger = 2,
-  access_log = false,
+  -- On: one orrery.log info line per request (docs/http.md, Logging).
+  access_log = true,
 }
 
 -- Errors with a status and status lines live in orrery.http.common,
@@ -238,14 +239,15 @@ end
 
 -- -- Logging --
 
-local function default_log(msg)
-  io.stderr:write(msg, "\n")
-  io.stderr:flush()
-end
+-- Without a log option a server's messages (handler errors, accept
+-- failures) are orrery.log error lines, rate-limited there; with one, the
+-- user's function gets them as strings.
+local logmod = require "orrery.log"
+local default_log = logmod.http_log
 
 -- The log function of a server: the user's (a function, checked with the
--- options), falling back to stderr if it raises (a log call must never
--- take a connection or the server down).
+-- options), falling back to orrery.log if it raises (a log call must
+-- never take a connection or the server down).
 local function safe_log(fn)
   if fn == nil then return default_log end
   return function(msg)
@@ -254,6 +256,17 @@ local function safe_log(fn)
       default_log(msg)
       default_log("http: the log function failed: " .. tostring(err))
     end
+  end
+end
+
+-- A handler's error: through orrery.log, with the request's method,
+-- path, route and the traceback as fields, rate-limited on the error's
+-- location; or the user's log function, as one string.
+local function log_handler_error(srv, what, req, msg)
+  if srv.user_log then
+    srv.log(("http: %s: %s %s: %s"):format(what, req.method, req.path, tostring(msg)))
+  else
+    logmod.handler_error(what, req, msg)
   end
 end
 
@@ -302,7 +315,7 @@ local function stream(srv, st, c, req, status, fn, headers, flags)
   end
   local okf, ferr = xpcall(fn, traceback, write)
   if not okf then
-    srv.log(("http: streaming handler error: %s %s: %s"):format(req.method, req.path, tostring(ferr)))
+    log_handler_error(srv, "streaming handler error", req, ferr)
     st.abort = true -- the body is cut short: the client must see the close
     return true, bytes
   end
@@ -344,7 +357,7 @@ local function send(srv, st, c, req, status, body, headers)
 end
 
 local function internal_error(srv, req, msg)
-  srv.log(("http: handler error: %s %s: %s"):format(req.method, req.path, tostring(msg)))
+  log_handler_error(srv, "handler error", req, msg)
 end
 
 local function show(v)
@@ -442,14 +455,12 @@ local function handle(srv, st, c, req)
     local dur = now() - t0
     if mx then record(mx, req, status, dur) end
     local al = srv.access_log
-    if al then
+    if al == true then
+      logmod.access(req, status, bytes or 0, dur)
+    elseif al then
       local line = access_line(req, status, bytes or 0, dur)
-      if type(al) == "function" then
-        local aok, aerr = pcall(al, line, req, status, bytes or 0)
-        if not aok then srv.log("http: access_log: " .. tostring(aerr)) end
-      else
-        srv.log(line)
-      end
+      local aok, aerr = pcall(al, line, req, status, bytes or 0)
+      if not aok then srv.log("http: access_log: " .. tostring(aerr)) end
     end
   end
   return sent
@@ -710,6 +721,7 @@ local function start(F, handler, opts)
     lis = lis, handler = fn, cfg = cfg, opts = o, conns = {}, nconns = 0, closing = false,
     max_connections = o.max_connections, handler_timeout = o.handler_timeout or false,
     linger = o.linger or 0, access_log = o.access_log or false, log = safe_log(o.log),
+    user_log = o.log ~= nil,
     on_bad_request = o.on_bad_request, mx = metrics_of(o), untraced = o.trace == false,
     base = base, cancel_base = cancel_base, ctl = ctl, cancel_ctl = cancel_ctl,
     done_ch = chan.new(0, "http.server done"), drained_ch = chan.new(0, "http.server drained"),
