@@ -128,6 +128,8 @@ typedef struct orrery_hresp {
   uint8_t chunked;
   uint8_t too_large; /* ORRERY_HRESP_ERROR: a limit, not a protocol error */
   uint8_t started;   /* a byte of the response arrived */
+  uint32_t head_len; /* ORRERY_HRESP_HEAD: bytes of fields of the head */
+  uint32_t ka_field; /* 1 + index of the head's last Keep-Alive field, or 0 */
 } orrery_hresp;
 
 /* orrery_ffi_hresp_feed and orrery_ffi_hresp_eof: events. */

@@ -34,7 +34,7 @@
 #define HC_MAX_INTERIM 16
 
 enum { S_IDLE = 0, S_HEAD, S_BODY, S_DONE, S_ERROR };
-enum { F_OTHER = 0, F_CL, F_TE };
+enum { F_OTHER = 0, F_CL, F_TE, F_KA };
 
 typedef struct {
   orrery_hresp pub; /* first: Lua sees this part */
@@ -138,6 +138,8 @@ static int on_header_field_complete(llhttp_t *p) {
     hc->cur = F_CL;
   else if (ieq(n, s[1], "transfer-encoding"))
     hc->cur = F_TE;
+  else if (ieq(n, s[1], "keep-alive"))
+    hc->cur = F_KA;
   return 0;
 }
 
@@ -161,6 +163,7 @@ static int on_header_value_complete(llhttp_t *p) {
   }
   if (hc->cur == F_CL) hc->cl_count++;
   if (hc->cur == F_TE) hc->te_count++;
+  if (hc->cur == F_KA) hc->pub.ka_field = hc->pub.nfields;
   return 0;
 }
 
@@ -169,6 +172,7 @@ static void drop_fields(hc_t *hc) {
   hc->pub.nfields = 0;
   hc->flen = 0;
   hc->cl_count = hc->te_count = 0;
+  hc->pub.ka_field = 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -206,6 +210,7 @@ static int on_headers_complete(llhttp_t *p) {
   r->status = st;
   r->minor = (uint8_t)p->http_minor;
   r->nhead = r->nfields;
+  r->head_len = hc->flen;
   r->chunked = !no_body && (p->flags & F_CHUNKED) ? 1 : 0;
   /* The length of the body that follows: 0 when there is none whatever
    * the fields say, -1 when it is chunked or runs to the close. */

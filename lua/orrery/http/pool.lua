@@ -107,8 +107,9 @@ function sweep(cl, t)
   end
 end
 
-local function pool_of(cl, scheme, host, port)
-  local key = scheme .. "://" .. host .. ":" .. port
+-- key: the origin's, when the caller has it already.
+local function pool_of(cl, scheme, host, port, key)
+  key = key or (scheme .. "://" .. host .. ":" .. port)
   local p = cl.pools[key]
   if not p then
     local t = now()

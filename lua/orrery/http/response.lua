@@ -13,7 +13,7 @@ local ffi = require "ffi"
 local type, tostring, tonumber, setmetatable, error, pcall, rawget =
   type, tostring, tonumber, setmetatable, error, pcall, rawget
 local concat = table.concat
-local ffi_string, ffi_gc, ffi_new = ffi.string, ffi.gc, ffi.new
+local ffi_string, ffi_gc, ffi_new, ffi_cast = ffi.string, ffi.gc, ffi.new, ffi.cast
 local wait_err, limit = transport.wait_err, transport.limit
 local checkin, discard = pool.checkin, pool.discard
 local co_slot = C.orrery_ffi_co_slot
@@ -68,10 +68,10 @@ end
 
 -- Fields into a case-insensitive table (repeated fields joined with ", ",
 -- but Set-Cookie, which cannot be joined, keeps its first value) and a
--- flat list name1, value1, ... in order for header_values.
-local function fields(r, from, to)
+-- flat list name1, value1, ... in order for header_values. fb holds the
+-- names and values, sp their spans (4 per field, see ffi_cdef.h).
+local function fields_of(fb, sp, from, to)
   local h, list = setmetatable({}, Headers), {}
-  local fb, sp = r.fields, r.spans
   for i = from, to - 1 do
     local s = sp + 4 * i
     local name = ffi_string(fb + s[0], s[1]):lower()
@@ -88,6 +88,10 @@ local function fields(r, from, to)
     end
   end
   return h, list
+end
+
+local function fields(r, from, to)
+  return fields_of(r.fields, r.spans, from, to)
 end
 
 local function keep_alive_timeout(h)
@@ -183,12 +187,14 @@ local function read_all(self, max)
     st.ended_err = "too_large: body of " .. tostring(cl):gsub("LL$", "") .. " bytes"
     return nil, st.ended_err
   end
-  local parts, n = {}, 0
+  -- A body in one piece (the common case) needs no table.
+  local first, parts, n = nil, nil, 0
   while true do
     local piece, err = read_piece(st, self)
     if not piece then
       if err then return nil, err end
-      return concat(parts)
+      if parts then return concat(parts) end
+      return first or ""
     end
     n = n + #piece
     if n > max then
@@ -196,7 +202,13 @@ local function read_all(self, max)
       st.ended_err = "too_large: body over " .. max .. " bytes"
       return nil, st.ended_err
     end
-    parts[#parts + 1] = piece
+    if not first then
+      first = piece
+    elseif not parts then
+      parts = { first, piece }
+    else
+      parts[#parts + 1] = piece
+    end
   end
 end
 
@@ -240,8 +252,37 @@ function Res:close()
   st.ended_err = st.ended_err or "closed: response closed"
 end
 
-Res.__index = Res
+-- res.headers and res._list are made at their first use, from a copy of
+-- the head's fields taken when it arrived (the parser's buffer is the
+-- connection's, and the next exchange on it reuses it): most responses
+-- are read for their status and body only.
+local CHARP, U32P = ffi.typeof("const char *"), ffi.typeof("const uint32_t *")
+Res.__index = function(res, k)
+  local m = Res[k]
+  if m ~= nil or (k ~= "headers" and k ~= "_list") then return m end
+  local raw = rawget(res, "_raw")
+  if not raw then return nil end
+  local h, list = fields_of(ffi_cast(CHARP, raw), ffi_cast(U32P, res._spans), 0, res._nf)
+  res.headers, res._list, res._raw, res._spans = h, list, false, false
+  if k == "headers" then return h end
+  return list
+end
 Res.__tostring = function(r) return ("http response %d"):format(r.status) end
+
+local VERSIONS = { [0] = "1.0", [1] = "1.1" }
+
+-- The response of the head that just arrived on conn (event HEAD).
+local function head_res(st, conn)
+  local r = conn.r
+  local nh = r.nhead
+  local raw, spans = "", ""
+  if nh > 0 then raw, spans = ffi_string(r.fields, r.head_len), ffi_string(r.spans, 16 * nh) end
+  local res = setmetatable({ status = r.status, _raw = raw, _spans = spans, _nf = nh, _st = st,
+    _conn = conn, _buffered = false, url = st.url, version = VERSIONS[r.minor] }, Res)
+  -- The connection's Keep-Alive timeout, when the server sent one.
+  conn.server_keep = r.ka_field ~= 0 and keep_alive_timeout(res.headers) or false
+  return res
+end
 
 -- A cdata whose finalizer ends an unfinished exchange. Its own function:
 -- a closure over exchange's locals would make every return of exchange
@@ -254,5 +295,6 @@ end
 
 M.Res, M.next_event, M.parse_err, M.fields, M.keep_alive_timeout = Res, next_event, parse_err, fields, keep_alive_timeout
 M.finish, M.read_all, M.under, M.guard = finish, read_all, under, guard
+M.head_res = head_res
 
 return M
