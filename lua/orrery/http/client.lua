@@ -414,73 +414,85 @@ local function retryable(st, reused, err)
   return st.idempotent and not st.got and st.body_kind ~= "chunked"
 end
 
--- do_request(cl, st) -> res | nil, err: one request with the retry rule
--- and redirects.
-local function do_request(cl, st)
-  local redirects = 0
-  while true do
-    local p = pool_of(cl, st.scheme, st.host, st.port, st.uent and st.uent.key)
-    local res, err
-    local fresh = false
-    st.retried = false
-    while true do
-      local conn, reused = acquire(cl, p, st, fresh)
-      if not conn then return nil, reused end -- reused: the error
-      st.wrote, st.got = false, false
-      local ok
-      ok, res, err = pcall(exchange, st, conn)
-      if not ok then -- a body function raised: the connection goes too
-        if not st.finished then
-          st.finished = true
-          discard(cl, conn)
-        end
-        error(res, 0)
-      end
-      if res then break end
-      if not st.finished then
-        st.finished = true
-        discard(cl, conn)
-      end
-      if not retryable(st, reused, err) then return nil, err end
-      st.retried, fresh = true, true
+-- attempt(cl, p, st, fresh) -> res | nil, err, reused: one exchange on a
+-- connection of p (fresh: a new one).
+local function attempt(cl, p, st, fresh)
+  local conn, reused = acquire(cl, p, st, fresh)
+  if not conn then return nil, reused, false end -- reused: the error
+  st.wrote, st.got = false, false
+  local ok, res, err = pcall(exchange, st, conn)
+  if not ok then -- a body function raised: the connection goes too
+    if not st.finished then
+      st.finished = true
+      discard(cl, conn)
     end
-    local s = res.status
-    -- (Fields are looked at only for a redirect that may be followed.)
-    local loc = redirects < (st.o.follow or 0)
-      and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)
-      and rawget(res.headers, "location")
-    if not loc then
-      res.redirects = redirects
-      return res
-    end
-    if st.stream then res:close() end
-    local url = resolve_location(st.url, loc)
-    local scheme, host, port, target = parse_url(url)
-    if not scheme then return nil, "bad_response: bad Location: " .. host end
-    if st.scheme == "https" and scheme == "http" then
-      return nil, "bad_response: redirect from https to http refused"
-    end
-    if s == 303 or ((s == 301 or s == 302) and st.method == "POST") then
-      if st.method ~= "HEAD" then st.method = "GET" end
-      st.body_kind, st.body, st.source = "none", nil, nil
-    elseif st.body_kind == "chunked" then
-      res.redirects = redirects
-      return res -- a streamed body cannot be sent again
-    end
-    if host ~= st.host or port ~= st.port or scheme ~= st.scheme then
-      -- Credentials go to the origin they were meant for only.
-      local h = {}
-      for k, v in pairs(st.headers or {}) do
-        local l = k:lower()
-        if l ~= "authorization" and l ~= "cookie" and l ~= "host" then h[k] = v end
-      end
-      st.headers = h
-    end
-    st.url, st.scheme, st.host, st.port, st.target = url, scheme, host, port, target
-    st.uent = false
-    st.idempotent = IDEMPOTENT[st.method] or st.idempotent
-    redirects = redirects + 1
+    error(res, 0)
   end
+  if res then return res end
+  if not st.finished then
+    st.finished = true
+    discard(cl, conn)
+  end
+  return nil, err, reused
+end
+
+-- send(cl, st) -> res | nil, err: the request to st's URL, with the retry
+-- rule (once, on a new connection). Neither this nor do_request loops: a
+-- loop that runs once per request is one the JIT aborts its traces on.
+local function send(cl, st)
+  local p = pool_of(cl, st.scheme, st.host, st.port, st.uent and st.uent.key)
+  st.retried = false
+  local res, err, reused = attempt(cl, p, st, false)
+  if res then return res end
+  if not retryable(st, reused, err) then return nil, err end
+  st.retried = true
+  res, err = attempt(cl, p, st, true)
+  return res, err
+end
+
+-- do_request(cl, st) -> res | nil, err: one request with the retry rule
+-- and redirects (each one a call of its own).
+local function do_request(cl, st, redirects)
+  redirects = redirects or 0
+  local res, err = send(cl, st)
+  if not res then return nil, err end
+  local s = res.status
+  -- (Fields are looked at only for a redirect that may be followed.)
+  local loc = redirects < (st.o.follow or 0)
+    and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)
+    and rawget(res.headers, "location")
+  if not loc then
+    res.redirects = redirects
+    return res
+  end
+  if st.stream then res:close() end
+  local url = resolve_location(st.url, loc)
+  local scheme, host, port, target = parse_url(url)
+  if not scheme then return nil, "bad_response: bad Location: " .. host end
+  if st.scheme == "https" and scheme == "http" then
+    return nil, "bad_response: redirect from https to http refused"
+  end
+  if s == 303 or ((s == 301 or s == 302) and st.method == "POST") then
+    if st.method ~= "HEAD" then st.method = "GET" end
+    st.body_kind, st.body, st.source = "none", nil, nil
+  elseif st.body_kind == "chunked" then
+    res.redirects = redirects
+    return res -- a streamed body cannot be sent again
+  end
+  if host ~= st.host or port ~= st.port or scheme ~= st.scheme then
+    -- Credentials go to the origin they were meant for only.
+    local h = {}
+    for k, v in pairs(st.headers or {}) do
+      local l = k:lower()
+      if l ~= "authorization" and l ~= "cookie" and l ~= "host" then h[k] = v end
+    end
+    st.headers = h
+  end
+  st.url, st.scheme, st.host, st.port, st.target = url, scheme, host, port, target
+  st.uent = false
+  st.idempotent = IDEMPOTENT[st.method] or st.idempotent
+  res, err = do_request(cl, st, redirects + 1)
+  return res, err
 end
 
 -- -- Observability --
