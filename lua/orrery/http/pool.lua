@@ -162,7 +162,7 @@ local function checkin(cl, conn)
     return
   end
   conn.since, conn.expires = t, t + keep
-  conn.t:idle(true)
+  conn.t:to_idle()
   p.nidle = p.nidle + 1
   cl.nidle = cl.nidle + 1
   p.idle[p.nidle] = conn -- the top is the most recently used
@@ -217,11 +217,10 @@ local function acquire(cl, p, st, fresh)
       cl.nidle = cl.nidle - 1
       -- Past its time, closed by the server while idle, or with bytes
       -- nobody asked for: not reused.
-      if conn.expires <= t or conn.t:buffered() > 0 or not conn.t:alive() then
+      if conn.expires <= t or not conn.t:take() then
         p.evicted = p.evicted + 1
         conn_close(cl, conn)
       else
-        conn.t:idle(false)
         p.active = p.active + 1
         p.reused = p.reused + 1
         return conn, true
