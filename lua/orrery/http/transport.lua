@@ -8,10 +8,14 @@
 -- nothing above this file knows which one a connection talks to.
 local net = require "orrery.net"
 local ccore = require "orrery.http.client.core"
+local ncore = require "orrery.net.core"
+local sched = require "orrery.sched"
 local C = require "orrery.ffi"
 
 local setmetatable, tostring = setmetatable, tostring
 local now = C.orrery_ffi_now
+local await, park, wake_err, PARKED = sched.await, sched.park, sched.wake_err, sched.PARKED
+local core_read, core_write, write_status = ncore.read, ncore.write, ncore.write_status
 
 local M = {}
 
@@ -27,8 +31,22 @@ M.transports = transports
 
 local Plain = {}
 Plain.__index = Plain
-function Plain:read(max, timeout) return self.c:read(max, timeout) end
-function Plain:write(data, timeout) return self.c:write(data, timeout) end
+-- read and write are orrery.net's conn:read and conn:write with a
+-- timeout (or nil), without the argument checks the client's own calls
+-- need not, and two calls less a request.
+function Plain:read(max, timeout) return await(core_read, self.c.c, timeout or -1, nil, max) end
+function Plain:write(data, timeout)
+  local c = self.c.c
+  local r, e, sent = core_write(c, data, timeout or -1)
+  if r == PARKED then
+    local code = park(e)
+    if code < 0 then return nil, wake_err(code), true end
+    local ok, err = write_status(c)
+    if ok then return ok end
+    return nil, err, true
+  end
+  return r, e, sent
+end
 function Plain:close() self.c:close() end
 function Plain:idle(on) ccore.idle(self.c.c, on) end
 function Plain:buffered() return self.c:buffered() end
