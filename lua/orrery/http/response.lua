@@ -23,30 +23,48 @@ local EV_NEED, EV_BODY, EV_DONE, EV_ERROR =
 
 local M = {}
 
--- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
--- from what is buffered, then from the connection.
-local function next_event(st, conn, phase, tmo)
+-- read_feed(st, conn, phase, tmo) -> event (NEED: feed more) | nil, err:
+-- one read from the connection, fed to the parser.
+local function read_feed(st, conn, phase, tmo)
   local r = conn.r
-  while true do
-    local buf = conn.buf
-    if buf then
-      local ev = hfeed(r, buf, conn.off, #buf)
-      conn.off = r.pos
-      if ev ~= EV_NEED then return ev end
-      conn.buf = false
+  local d, err = conn.t:read(65536, limit(tmo, st.deadline))
+  if not d then
+    if err == "eof" then
+      local ev = heof(r)
+      if ev == EV_NEED then return nil, "closed: connection closed before the response" end
+      return ev
     end
-    local d, err = conn.t:read(65536, limit(tmo, st.deadline))
-    if not d then
-      if err == "eof" then
-        local ev = heof(r)
-        if ev == EV_NEED then return nil, "closed: connection closed before the response" end
-        return ev
-      end
-      return nil, wait_err(st, err, phase)
-    end
-    st.got = true
-    conn.buf, conn.off = d, 0
+    return nil, wait_err(st, err, phase)
   end
+  st.got = true
+  local ev = hfeed(r, d, 0, #d)
+  if ev == EV_NEED then
+    conn.buf, conn.off = false, 0
+  else
+    conn.buf, conn.off = d, r.pos
+  end
+  return ev
+end
+
+-- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
+-- from what is buffered, then from the connection. The common cases (an
+-- event in what is buffered, or in the next read) run no loop: a loop
+-- that runs once per call is one the JIT aborts its traces on.
+local function next_event(st, conn, phase, tmo)
+  local buf = conn.buf
+  if buf then
+    local r = conn.r
+    local ev = hfeed(r, buf, conn.off, #buf)
+    conn.off = r.pos
+    if ev ~= EV_NEED then return ev end
+    conn.buf = false
+  end
+  local ev, err = read_feed(st, conn, phase, tmo)
+  if ev ~= EV_NEED then return ev, err end
+  repeat
+    ev, err = read_feed(st, conn, phase, tmo)
+  until ev ~= EV_NEED
+  return ev, err
 end
 
 local function parse_err(r)
@@ -173,6 +191,12 @@ function Res:read()
   return res_read(self)
 end
 
+local function body_over(st, res, max)
+  finish(st, res._conn, false)
+  st.ended_err = "too_large: body over " .. max .. " bytes"
+  return nil, st.ended_err
+end
+
 local function read_all(self, max)
   if self._buffered then
     local b = self._buffered
@@ -187,29 +211,28 @@ local function read_all(self, max)
     st.ended_err = "too_large: body of " .. tostring(cl):gsub("LL$", "") .. " bytes"
     return nil, st.ended_err
   end
-  -- A body in one piece (the common case) needs no table.
-  local first, parts, n = nil, nil, 0
-  while true do
-    local piece, err = read_piece(st, self)
-    if not piece then
-      if err then return nil, err end
-      if parts then return concat(parts) end
-      return first or ""
-    end
-    n = n + #piece
-    if n > max then
-      finish(st, self._conn, false)
-      st.ended_err = "too_large: body over " .. max .. " bytes"
-      return nil, st.ended_err
-    end
-    if not first then
-      first = piece
-    elseif not parts then
-      parts = { first, piece }
-    else
-      parts[#parts + 1] = piece
-    end
+  -- A body in one piece (the common case) needs no table, nor a loop.
+  local first, err = read_piece(st, self)
+  if not first then
+    if err then return nil, err end
+    return ""
   end
+  if #first > max then return body_over(st, self, max) end
+  local piece
+  piece, err = read_piece(st, self)
+  if not piece then
+    if err then return nil, err end
+    return first
+  end
+  local parts, n = { first }, #first
+  repeat
+    n = n + #piece
+    if n > max then return body_over(st, self, max) end
+    parts[#parts + 1] = piece
+    piece, err = read_piece(st, self)
+  until not piece
+  if err then return nil, err end
+  return concat(parts)
 end
 
 --- res:body() -> the whole body (at most max_body_size bytes) | nil, err
