@@ -154,12 +154,10 @@ int orrery_ffi_hresp_feed(orrery_hresp *r, const char *data, uint32_t off,
 int orrery_ffi_hresp_eof(orrery_hresp *r);
 
 /* The HTTP client's pool (host/http_client_lua.c); conn is an
- * orrery.net.conn userdata. take: 1 when the idle connection can carry a
+ * orrery.net.conn userdata. 1 when the idle connection can carry a
  * request (the peer has not ended it, no byte is waiting), which then
- * keeps the loop alive again; else 0. idle: it waits in the pool and does
- * not keep the loop alive. */
+ * keeps the loop alive again; else 0. */
 int orrery_ffi_hconn_take(void *conn);
-void orrery_ffi_hconn_idle(void *conn);
 
 /* JSON encoding helpers for the Lua encoder (host/json.c). */
 size_t orrery_ffi_json_str_len(const char *s, size_t len);

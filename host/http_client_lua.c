@@ -27,9 +27,9 @@ static int l_alive(lua_State *L) {
   return 1;
 }
 
-/* The same two for the pool's hot path, as FFI calls (ffi_cdef.h): ud is
- * an orrery.net.conn userdata, which the FFI passes as the address of its
- * payload, net_lua.c's conn_ud: the connection's pointer. */
+/* alive() and idle(false) in one, for the pool's hot path, as an FFI call
+ * (ffi_cdef.h): ud is an orrery.net.conn userdata, which the FFI passes as the
+ * address of its payload, net_lua.c's conn_ud: the connection's pointer. */
 typedef struct {
   net_conn_t *c;
 } hc_conn_ud;
@@ -39,11 +39,6 @@ int orrery_ffi_hconn_take(void *ud) {
   if (!c || c->closing || c->rerr || c->werr || c->rlen != c->rstart) return 0;
   uv_ref(&c->u.h);
   return 1;
-}
-
-void orrery_ffi_hconn_idle(void *ud) {
-  net_conn_t *c = ((hc_conn_ud *)ud)->c;
-  if (c && !c->closing) uv_unref(&c->u.h);
 }
 
 int luaopen_orrery_http_client_core(lua_State *L) {

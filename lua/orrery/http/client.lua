@@ -420,7 +420,15 @@ local function attempt(cl, p, st, fresh)
   local conn, reused = acquire(cl, p, st, fresh)
   if not conn then return nil, reused, false end -- reused: the error
   st.wrote, st.got = false, false
-  local ok, res, err = pcall(exchange, st, conn)
+  -- Only a body function can raise in an exchange: without one there is
+  -- no pcall, whose frame ends the traces that return into it (NYI:
+  -- return to lower frame).
+  local ok, res, err
+  if st.body_kind == "chunked" then
+    ok, res, err = pcall(exchange, st, conn)
+  else
+    ok, res, err = true, exchange(st, conn)
+  end
   if not ok then -- a body function raised: the connection goes too
     if not st.finished then
       st.finished = true

@@ -162,7 +162,10 @@ local function checkin(cl, conn)
     return
   end
   conn.since, conn.expires = t, t + keep
-  conn.t:to_idle()
+  -- A C API call, not an FFI one, on purpose: it ends the JIT's trace
+  -- here (a stitch), between this response and the caller's next
+  -- request, which together are too long a trace for LuaJIT's limits.
+  conn.t:idle(true)
   p.nidle = p.nidle + 1
   cl.nidle = cl.nidle + 1
   p.idle[p.nidle] = conn -- the top is the most recently used
@@ -203,29 +206,37 @@ local function dial(cl, p, st)
     closed = false, since = 0, expires = 0, server_keep = false }
 end
 
+-- The most recently used idle connection of p, taken if it can carry a
+-- request, else closed (nil).
+local function take_idle(cl, p, t)
+  local conn = p.idle[p.nidle]
+  p.idle[p.nidle] = nil
+  p.nidle = p.nidle - 1
+  cl.nidle = cl.nidle - 1
+  -- Past its time, closed by the server while idle, or with bytes nobody
+  -- asked for: not reused.
+  if conn.expires <= t or not conn.t:take() then
+    p.evicted = p.evicted + 1
+    conn_close(cl, conn)
+    return nil
+  end
+  p.active = p.active + 1
+  p.reused = p.reused + 1
+  return conn
+end
+
 -- acquire(cl, p, st, fresh) -> conn, reused | nil, err. Idle connections
 -- are taken most recently used first; past the limit per host, callers
 -- wait in FIFO order within their deadline.
 local function acquire(cl, p, st, fresh)
   local t = now()
   p.used = t
-  if not fresh then
-    while p.nidle > 0 do
-      local conn = p.idle[p.nidle]
-      p.idle[p.nidle] = nil
-      p.nidle = p.nidle - 1
-      cl.nidle = cl.nidle - 1
-      -- Past its time, closed by the server while idle, or with bytes
-      -- nobody asked for: not reused.
-      if conn.expires <= t or not conn.t:take() then
-        p.evicted = p.evicted + 1
-        conn_close(cl, conn)
-      else
-        p.active = p.active + 1
-        p.reused = p.reused + 1
-        return conn, true
-      end
-    end
+  if not fresh and p.nidle > 0 then
+    -- The top one is taken without a loop (usually it is reusable): a
+    -- loop that runs once per call is one the JIT aborts its traces on.
+    local conn = take_idle(cl, p, t)
+    while not conn and p.nidle > 0 do conn = take_idle(cl, p, t) end
+    if conn then return conn, true end
   end
   if p.active >= cl.o.max_conns_per_host then
     local w = { ch = chan.internal(1, "http.client pool wait"), gone = false }

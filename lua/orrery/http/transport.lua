@@ -3,9 +3,10 @@
 -- and how their errors read (docs/http-client.md). Internal.
 --
 -- A transport is an object with read(max, timeout), write(data, timeout),
--- close(), idle(on), buffered(), alive(), take() and to_idle(); plain TCP
--- goes through orrery.net today, and TLS plugs in as transports.https under the same methods, so
--- nothing above this file knows which one a connection talks to.
+-- close(), idle(on), buffered(), alive() and take(); plain TCP goes
+-- through orrery.net today, and TLS plugs in as transports.https under
+-- the same methods, so nothing above this file knows which one a
+-- connection talks to.
 local net = require "orrery.net"
 local ccore = require "orrery.http.client.core"
 local ncore = require "orrery.net.core"
@@ -52,11 +53,10 @@ function Plain:idle(on) ccore.idle(self.c.c, on) end
 function Plain:buffered() return self.c:buffered() end
 function Plain:alive() return ccore.alive(self.c.c) end
 -- take() -> true when an idle connection can carry a request: alive, no
--- byte buffered; it is then no longer idle. (FFI calls: these run for
--- every request on a pooled connection.)
-local hconn_take, hconn_idle = C.orrery_ffi_hconn_take, C.orrery_ffi_hconn_idle
+-- byte buffered; it is then no longer idle (idle(false)). One FFI call:
+-- this runs for every request on a pooled connection.
+local hconn_take = C.orrery_ffi_hconn_take
 function Plain:take() return hconn_take(self.c.c) ~= 0 end
-function Plain:to_idle() hconn_idle(self.c.c) end
 
 function transports.http(host, ip, port, timeout)
   local c, err = net.connect(ip, port, { timeout = timeout })
