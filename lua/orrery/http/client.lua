@@ -574,17 +574,24 @@ end
 
 -- request(cl, fname, opts, lv): lv is the error level of the user's line
 -- for an error raised here.
--- checked: opts is a table of the shorthands' own, known to hold valid
--- options only, which becomes the request's options as it is.
+-- A shorthand without options passes its method, url (a string) and body
+-- as smethod, surl, sbody, and opts nil: the request's options are then
+-- the client's own (cl.ro, shared: options are never written).
 local METHOD_OK, nmethods = {}, 0
-local function request(cl, fname, opts, lv, checked)
-  if type(opts) ~= "table" then
-    error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
+local function request(cl, fname, opts, lv, smethod, surl, sbody)
+  local o, url, method, body_opt
+  if opts == nil and smethod then
+    o, url, method, body_opt = cl.ro, surl, smethod, sbody
+  else
+    if type(opts) ~= "table" then
+      error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
+    end
+    o = check_opts(fname, opts, REQUEST_OPTS, cl.omt, lv + 1)
+    url = rawget(o, "url")
+    if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
+    method = rawget(o, "method") or "GET"
+    body_opt = rawget(o, "body")
   end
-  local o = checked and setmetatable(opts, cl.omt) or check_opts(fname, opts, REQUEST_OPTS, cl.omt, lv + 1)
-  local url = rawget(o, "url")
-  if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
-  local method = rawget(o, "method") or "GET"
   if not METHOD_OK[method] then
     if type(method) ~= "string" or not method:match("^[%u%d!#$%%&'*+.^_`|~-]+$") then
       error(fname .. ": bad option 'method'", lv)
@@ -595,7 +602,7 @@ local function request(cl, fname, opts, lv, checked)
   if not ue then error(("%s: bad url %q (%s)"):format(fname, url, uerr), lv) end
   local scheme, host, port, target = ue.scheme, ue.host, ue.port, ue.target
   if co_slot() == 0 then error(fname .. ": not inside a coroutine", lv) end
-  local kind, body, is_json, source = body_of(fname, rawget(o, "body"), lv + 1)
+  local kind, body, is_json, source = body_of(fname, body_opt, lv + 1)
   local headers = rawget(o, "headers")
   check_headers(fname, headers, lv + 1)
   local idem = IDEMPOTENT[method] or false
@@ -641,7 +648,7 @@ local function shorthand(cl, fname, method, url, body, opts)
     error(("%s: bad options (table expected, got %s)"):format(fname, type(opts)), 3)
   end
   if opts == nil then -- nothing to check: method and url are known options
-    local res, err = request(cl, fname, { method = method, url = url, body = body }, 4, true)
+    local res, err = request(cl, fname, nil, 4, method, url, body)
     return res, err
   end
   local o = {}
@@ -685,8 +692,9 @@ end
 function M.client(opts)
   local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, DEFAULTS_MT, 3)
   check_headers("orrery.http.client", rawget(o, "headers"), 3)
-  local c = setmetatable({ o = o, omt = { __index = o }, pools = {}, nidle = 0, swept = 0,
-    urls = {}, nurls = 0 }, Client)
+  local omt = { __index = o }
+  local c = setmetatable({ o = o, omt = omt, ro = setmetatable({}, omt), pools = {}, nidle = 0,
+    swept = 0, urls = {}, nurls = 0 }, Client)
   return c
 end
 
