@@ -158,6 +158,8 @@ int orrery_ffi_hresp_eof(orrery_hresp *r);
  * request (the peer has not ended it, no byte is waiting), which then
  * keeps the loop alive again; else 0. */
 int orrery_ffi_hconn_take(void *conn);
+/* 1 when a read of conn would not park (bytes buffered, or it ended). */
+int orrery_ffi_hconn_ready(void *conn);
 
 /* JSON encoding helpers for the Lua encoder (host/json.c). */
 size_t orrery_ffi_json_str_len(const char *s, size_t len);

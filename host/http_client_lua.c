@@ -41,6 +41,13 @@ int orrery_ffi_hconn_take(void *ud) {
   return 1;
 }
 
+/* 1 when a read of the connection would not park: bytes are buffered, or
+ * it ended (the read answers its error at once). */
+int orrery_ffi_hconn_ready(void *ud) {
+  net_conn_t *c = ((hc_conn_ud *)ud)->c;
+  return !c || c->closing || c->rerr || c->rlen != c->rstart;
+}
+
 int luaopen_orrery_http_client_core(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"idle", l_idle}, {"alive", l_alive}, {NULL, NULL}};

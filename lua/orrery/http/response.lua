@@ -29,6 +29,7 @@ local function read_feed(st, conn, phase, tmo)
   local r = conn.r
   local d, err = conn.t:read(65536, limit(tmo, st.deadline))
   if not d then
+    if err == "again" then return EV_NEED end
     if err == "eof" then
       local ev = heof(r)
       if ev == EV_NEED then return nil, "closed: connection closed before the response" end

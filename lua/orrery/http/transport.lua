@@ -15,14 +15,16 @@ local C = require "orrery.ffi"
 
 local setmetatable, tostring = setmetatable, tostring
 local now = C.orrery_ffi_now
-local await, park, wake_err, PARKED = sched.await, sched.park, sched.wake_err, sched.PARKED
+local park, wake_err, PARKED = sched.park, sched.wake_err, sched.PARKED
 local core_read, core_write, write_status = ncore.read, ncore.write, ncore.write_status
+local hconn_take, hconn_ready = C.orrery_ffi_hconn_take, C.orrery_ffi_hconn_ready
 
 local M = {}
 
 -- -- Transports --
 --
--- transports[scheme](host, ip, port, timeout) -> t | nil, err. idle(on)
+-- transports[scheme](host, ip, port, timeout) -> t | nil, err. read may
+-- answer nil, "again" (read again: nothing was there after a wake). idle(on)
 -- marks a pooled connection waiting for its next request, which must not
 -- keep the process alive; buffered() is the number of bytes read and not
 -- consumed; alive() is false once the peer ended the connection. Errors
@@ -35,7 +37,20 @@ Plain.__index = Plain
 -- read and write are orrery.net's conn:read and conn:write with a
 -- timeout (or nil), without the argument checks the client's own calls
 -- need not, and two calls less a request.
-function Plain:read(max, timeout) return await(core_read, self.c.c, timeout or -1, nil, max) end
+-- read(max, timeout) -> data | nil, err | nil, "again": woken without a
+-- byte to read (a TLS record not yet whole), the caller reads again with
+-- its limits taken anew. (So the common read, parked once, reads no
+-- clock: the primitive's own timer bounds the wait.)
+function Plain:read(max, timeout)
+  local c = self.c.c
+  local r, e = core_read(c, timeout or -1, max)
+  if r ~= PARKED then return r, e end
+  local code = park(e)
+  if code < 0 then return nil, wake_err(code) end
+  if hconn_ready(c) == 0 then return nil, "again" end
+  r, e = core_read(c, -1, max)
+  return r, e
+end
 function Plain:write(data, timeout)
   local c = self.c.c
   local r, e, sent = core_write(c, data, timeout or -1)
@@ -55,7 +70,6 @@ function Plain:alive() return ccore.alive(self.c.c) end
 -- take() -> true when an idle connection can carry a request: alive, no
 -- byte buffered; it is then no longer idle (idle(false)). One FFI call:
 -- this runs for every request on a pooled connection.
-local hconn_take = C.orrery_ffi_hconn_take
 function Plain:take() return hconn_take(self.c.c) ~= 0 end
 
 function transports.http(host, ip, port, timeout)
