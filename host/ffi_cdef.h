@@ -160,6 +160,12 @@ int orrery_ffi_hresp_eof(orrery_hresp *r);
 int orrery_ffi_hconn_take(void *conn);
 /* 1 when a read of conn would not park (bytes buffered, or it ended). */
 int orrery_ffi_hconn_ready(void *conn);
+/* The bytes buffered on conn, read in place: how many (0 once it is
+ * closing), where (valid until the next consume or read), and consume,
+ * which gives up the first n of them. */
+uint32_t orrery_ffi_hconn_avail(void *conn);
+const char *orrery_ffi_hconn_data(void *conn);
+void orrery_ffi_hconn_consume(void *conn, uint32_t n);
 
 /* JSON encoding helpers for the Lua encoder (host/json.c). */
 size_t orrery_ffi_json_str_len(const char *s, size_t len);

@@ -201,8 +201,9 @@ local function dial(cl, p, st)
   local r = C.orrery_ffi_hresp_new(cl.o.max_head_bytes, cl.o.max_fields)
   if r == nil then t:close(); return nil, "closed: out of memory" end
   ffi_gc(r, C.orrery_ffi_hresp_free)
-  -- buf, off: the data last read and how far it was parsed.
-  return { t = t, pool = p, r = r, buf = false, off = 0, uses = 0,
+  -- piece, more: the body piece the parser found last, and whether it
+  -- may have another event without new bytes (response.lua).
+  return { t = t, pool = p, r = r, piece = false, more = false, uses = 0,
     closed = false, since = 0, expires = 0, server_keep = false }
 end
 

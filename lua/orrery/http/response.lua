@@ -23,28 +23,42 @@ local EV_NEED, EV_BODY, EV_DONE, EV_ERROR =
 
 local M = {}
 
+-- feed(conn) -> event: the parser reads what the connection has buffered,
+-- in place; the bytes it parsed are consumed, and a body piece is copied
+-- out first (conn.piece). After an event the parser is fed even without
+-- new bytes (conn.more): the end of a body is an event of its own.
+local function feed(conn)
+  local t, r = conn.t, conn.r
+  local n = t:avail()
+  if n == 0 then
+    if not conn.more then return EV_NEED end
+    local ev = hfeed(r, "", 0, 0)
+    conn.more = ev ~= EV_NEED
+    return ev
+  end
+  local p = t:data()
+  local ev = hfeed(r, p, 0, n)
+  if ev == EV_BODY then conn.piece = ffi_string(p + r.body_off, r.body_len) end
+  conn.more = ev ~= EV_NEED
+  t:consume(r.pos)
+  return ev
+end
+
 -- read_feed(st, conn, phase, tmo) -> event (NEED: feed more) | nil, err:
--- one read from the connection, fed to the parser.
+-- one wait for bytes from the connection, fed to the parser.
 local function read_feed(st, conn, phase, tmo)
-  local r = conn.r
-  local d, err = conn.t:read(65536, limit(tmo, st.deadline))
-  if not d then
+  local ok, err = conn.t:fill(limit(tmo, st.deadline))
+  if not ok then
     if err == "again" then return EV_NEED end
     if err == "eof" then
-      local ev = heof(r)
+      local ev = heof(conn.r)
       if ev == EV_NEED then return nil, "closed: connection closed before the response" end
       return ev
     end
     return nil, wait_err(st, err, phase)
   end
   st.got = true
-  local ev = hfeed(r, d, 0, #d)
-  if ev == EV_NEED then
-    conn.buf, conn.off = false, 0
-  else
-    conn.buf, conn.off = d, r.pos
-  end
-  return ev
+  return feed(conn)
 end
 
 -- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
@@ -52,15 +66,10 @@ end
 -- event in what is buffered, or in the next read) run no loop: a loop
 -- that runs once per call is one the JIT aborts its traces on.
 local function next_event(st, conn, phase, tmo)
-  local buf = conn.buf
-  if buf then
-    local r = conn.r
-    local ev = hfeed(r, buf, conn.off, #buf)
-    conn.off = r.pos
-    if ev ~= EV_NEED then return ev end
-    conn.buf = false
-  end
-  local ev, err = read_feed(st, conn, phase, tmo)
+  local ev = feed(conn)
+  if ev ~= EV_NEED then return ev end
+  local err
+  ev, err = read_feed(st, conn, phase, tmo)
   if ev ~= EV_NEED then return ev, err end
   repeat
     ev, err = read_feed(st, conn, phase, tmo)
@@ -130,8 +139,7 @@ local function finish(st, conn, clean)
   local cl = st.cl
   local r = conn.r
   if clean and not st.no_reuse and r.keep_alive ~= 0 and not conn.closed
-      and not (conn.buf and conn.off < #conn.buf) then
-    conn.buf, conn.off = false, 0
+      and conn.t:avail() == 0 then
     conn.uses = conn.uses + 1
     checkin(cl, conn)
   else
@@ -146,10 +154,9 @@ local function read_piece(st, res)
   if st.finished then return nil, st.ended_err end
   local ev, err = next_event(st, conn, "idle read", st.o.read_timeout)
   if ev == EV_BODY then
-    local r = conn.r
-    local buf, off, len = conn.buf, r.body_off, r.body_len
-    if off == 0 and len == #buf then return buf end
-    return buf:sub(off + 1, off + len)
+    local piece = conn.piece
+    conn.piece = false
+    return piece
   elseif ev == EV_DONE then
     local r = conn.r
     if r.nfields > r.nhead then res.trailers = fields(r, r.nhead, r.nfields) end

@@ -3,7 +3,8 @@
 -- and how their errors read (docs/http-client.md). Internal.
 --
 -- A transport is an object with read(max, timeout), write(data, timeout),
--- close(), idle(on), buffered(), alive() and take(); plain TCP goes
+-- fill(timeout), avail(), data(), consume(n), close(), idle(on),
+-- buffered(), alive() and take(); plain TCP goes
 -- through orrery.net today, and TLS plugs in as transports.https under
 -- the same methods, so nothing above this file knows which one a
 -- connection talks to.
@@ -18,6 +19,8 @@ local now = C.orrery_ffi_now
 local park, wake_err, PARKED = sched.park, sched.wake_err, sched.PARKED
 local core_read, core_write, write_status = ncore.read, ncore.write, ncore.write_status
 local hconn_take, hconn_ready = C.orrery_ffi_hconn_take, C.orrery_ffi_hconn_ready
+local hconn_avail, hconn_data, hconn_consume =
+  C.orrery_ffi_hconn_avail, C.orrery_ffi_hconn_data, C.orrery_ffi_hconn_consume
 
 local M = {}
 
@@ -63,6 +66,29 @@ function Plain:write(data, timeout)
   end
   return r, e, sent
 end
+-- fill(timeout) -> true when bytes are buffered | nil, err | nil, "again":
+-- woken without a byte (a TLS record not yet whole), to be called again
+-- with the caller's limits taken anew. avail(), data() and consume(n)
+-- are the buffered bytes, which the caller reads in place (FFI calls: no
+-- Lua string of them, no end of the JIT's trace).
+function Plain:fill(timeout)
+  local c = self.c.c
+  if hconn_avail(c) > 0 then return true end
+  local r, e = core_read(c, timeout or -1, 1) -- nothing buffered: parks or fails
+  if r ~= PARKED then
+    if r then error("orrery.http: a read without buffered bytes answered data") end
+    return nil, e
+  end
+  local code = park(e)
+  if code < 0 then return nil, wake_err(code) end
+  if hconn_avail(c) > 0 then return true end
+  if hconn_ready(c) == 0 then return nil, "again" end
+  r, e = core_read(c, -1, 1) -- the connection ended: its error
+  return nil, e
+end
+function Plain:avail() return hconn_avail(self.c.c) end
+function Plain:data() return hconn_data(self.c.c) end
+function Plain:consume(n) hconn_consume(self.c.c, n) end
 function Plain:close() self.c:close() end
 function Plain:idle(on) ccore.idle(self.c.c, on) end
 function Plain:buffered() return self.c:buffered() end
