@@ -210,6 +210,26 @@ T.test("request fields: defaults of the client, User-Agent, Host", function()
   srv:close()
 end)
 
+-- A client keeps the heads of plain requests per URL: a request with
+-- fields or options of its own gets its own head, the next plain one the
+-- plain head again; and it keeps at most 256 URLs.
+T.test("request heads kept per URL: fields and options of one request do not stay", function()
+  local srv, base = start()
+  local c = http.client()
+  local url = base .. "/headers"
+  local function get(opts) return assert(c:get(url, opts)):json() end
+  T.eq({ get().ua, get().x }, { "orrery/0.1", nil })
+  T.eq(get { headers = { ["X-Test"] = "mine" } }.x, "mine")
+  T.eq(get { user_agent = "other/2" }.ua, "other/2")
+  local v = get()
+  T.eq({ v.ua, v.x, v.host }, { "orrery/0.1", nil, "127.0.0.1:" .. srv.port })
+  T.eq(assert(c:request { method = "HEAD", url = url }).status, 200)
+  T.eq(get().ua, "orrery/0.1")
+  for i = 1, 300 do T.eq(assert(c:get(base .. "/n/" .. i)):body(), tostring(i)) end
+  T.ok(c.nurls <= 256, "the URL cache is bounded")
+  srv:close()
+end)
+
 T.test("redirects are followed only when asked, relative ones resolved", function()
   local srv, base = start()
   local res = assert(http.get(base .. "/redirect/2"))
