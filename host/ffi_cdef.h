@@ -128,6 +128,8 @@ typedef struct orrery_hresp {
   uint8_t chunked;
   uint8_t too_large; /* ORRERY_HRESP_ERROR: a limit, not a protocol error */
   uint8_t started;   /* a byte of the response arrived */
+  uint32_t head_len; /* ORRERY_HRESP_HEAD: bytes of fields of the head */
+  uint32_t ka_field; /* 1 + index of the head's last Keep-Alive field, or 0 */
 } orrery_hresp;
 
 /* orrery_ffi_hresp_feed and orrery_ffi_hresp_eof: events. */
@@ -150,6 +152,20 @@ int orrery_ffi_hresp_feed(orrery_hresp *r, const char *data, uint32_t off,
 /* The peer closed: DONE for a body delimited by the close, else ERROR
  * (NEED when no byte of a response had arrived). */
 int orrery_ffi_hresp_eof(orrery_hresp *r);
+
+/* The HTTP client's pool (host/http_client_lua.c); conn is an
+ * orrery.net.conn userdata. 1 when the idle connection can carry a
+ * request (the peer has not ended it, no byte is waiting), which then
+ * keeps the loop alive again; else 0. */
+int orrery_ffi_hconn_take(void *conn);
+/* 1 when a read of conn would not park (bytes buffered, or it ended). */
+int orrery_ffi_hconn_ready(void *conn);
+/* The bytes buffered on conn, read in place: how many (0 once it is
+ * closing), where (valid until the next consume or read), and consume,
+ * which gives up the first n of them. */
+uint32_t orrery_ffi_hconn_avail(void *conn);
+const char *orrery_ffi_hconn_data(void *conn);
+void orrery_ffi_hconn_consume(void *conn, uint32_t n);
 
 /* JSON encoding helpers for the Lua encoder (host/json.c). */
 size_t orrery_ffi_json_str_len(const char *s, size_t len);

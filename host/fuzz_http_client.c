@@ -23,6 +23,17 @@ static void check_fields(const orrery_hresp *r) {
   }
 }
 
+/* At the head: the Lua side copies head_len bytes of fields and the
+ * spans of nhead of them, so every head field must lie in those bytes. */
+static void check_head(const orrery_hresp *r) {
+  if (r->ka_field > r->nhead || r->nhead > r->nfields) abort();
+  for (uint32_t i = 0; i < r->nhead; i++) {
+    const uint32_t *s = r->spans + 4 * i;
+    if ((size_t)s[0] + s[1] > r->head_len || (size_t)s[2] + s[3] > r->head_len)
+      abort();
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 2) return 0;
   size_t step = (size_t)(data[0] % 64) + 1;
@@ -48,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (seen_head) abort();
         seen_head = 1;
         check_fields(r);
+        check_head(r);
       } else if (ev == ORRERY_HRESP_BODY) {
         if (!seen_head || (size_t)r->body_off + r->body_len > n) abort();
         if (head) abort(); /* a response to HEAD has no body */

@@ -34,7 +34,7 @@
 #define HC_MAX_INTERIM 16
 
 enum { S_IDLE = 0, S_HEAD, S_BODY, S_DONE, S_ERROR };
-enum { F_OTHER = 0, F_CL, F_TE };
+enum { F_OTHER = 0, F_CL, F_TE, F_KA };
 
 typedef struct {
   orrery_hresp pub; /* first: Lua sees this part */
@@ -59,8 +59,8 @@ static int fail(hc_t *hc, const char *reason, int too_large) {
   return HPE_USER;
 }
 
-static int ieq(const char *a, size_t n, const char *lit) {
-  size_t m = strlen(lit);
+/* a[0, n) equals the lower-case literal lit of length m, ignoring case. */
+static int ieq(const char *a, size_t n, const char *lit, size_t m) {
   if (n != m) return 0;
   for (size_t i = 0; i < n; i++) {
     char c = a[i];
@@ -134,10 +134,14 @@ static int on_header_field_complete(llhttp_t *p) {
     return fail(hc, "whitespace before colon", 0);
   hc->cur = F_OTHER;
   if (hc->state != S_HEAD) return 0;
-  if (ieq(n, s[1], "content-length"))
+#define IEQ(lit) ieq(n, s[1], lit, sizeof(lit) - 1)
+  if (IEQ("content-length"))
     hc->cur = F_CL;
-  else if (ieq(n, s[1], "transfer-encoding"))
+  else if (IEQ("transfer-encoding"))
     hc->cur = F_TE;
+  else if (IEQ("keep-alive"))
+    hc->cur = F_KA;
+#undef IEQ
   return 0;
 }
 
@@ -155,12 +159,12 @@ static int on_header_value_complete(llhttp_t *p) {
   hc->in_value = 0;
   uint32_t *s = hc->sp + 4 * (hc->pub.nfields - 1);
   if (s[3] == 0) s[2] = hc->flen;
-  for (uint32_t i = 0; i < s[3]; i++) {
-    char c = hc->fbuf[s[2] + i];
-    if (c == '\r' || c == '\n') return fail(hc, "obsolete line folding", 0);
-  }
+  if (s[3] && (memchr(hc->fbuf + s[2], '\r', s[3]) ||
+               memchr(hc->fbuf + s[2], '\n', s[3])))
+    return fail(hc, "obsolete line folding", 0);
   if (hc->cur == F_CL) hc->cl_count++;
   if (hc->cur == F_TE) hc->te_count++;
+  if (hc->cur == F_KA) hc->pub.ka_field = hc->pub.nfields;
   return 0;
 }
 
@@ -169,6 +173,7 @@ static void drop_fields(hc_t *hc) {
   hc->pub.nfields = 0;
   hc->flen = 0;
   hc->cl_count = hc->te_count = 0;
+  hc->pub.ka_field = 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -206,6 +211,7 @@ static int on_headers_complete(llhttp_t *p) {
   r->status = st;
   r->minor = (uint8_t)p->http_minor;
   r->nhead = r->nfields;
+  r->head_len = hc->flen;
   r->chunked = !no_body && (p->flags & F_CHUNKED) ? 1 : 0;
   /* The length of the body that follows: 0 when there is none whatever
    * the fields say, -1 when it is chunked or runs to the close. */

@@ -9,7 +9,8 @@
 # interleaved runs, and the ratios to Go and to wrk.
 #
 # Environment: ORRERY=path (default: build with build.sh release), RUNS=3,
-# N=200000 requests per run, CONNS=50, CLIENT_CPU=1, SERVER_CPU=0.
+# N=200000 requests per run, CONNS=50, CLIENT_CPU=1, SERVER_CPU=0,
+# PORT=18090 (nginx's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3} N=${N:-200000} CONNS=${CONNS:-50}
@@ -26,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 [ -n "${GOCACHE:-}" ] || export GOCACHE=$tmp/gocache
 TCK=$(getconf CLK_TCK)
-PORT=18090
+PORT=${PORT:-18090}
 mkdir -p "$tmp/nginx/logs"
 cat > "$tmp/nginx/nginx.conf" <<NGX
 worker_processes 1;
@@ -46,6 +47,9 @@ NGX
 taskset -c "$SCPU" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
 pid_ngx=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/" >/dev/null && break; sleep 0.1; done
+# The port must be this nginx's (another benchmark may hold it: PORT=...).
+kill -0 "$pid_ngx" 2>/dev/null && [ "$(curl -fs "http://127.0.0.1:$PORT/")" = "hello world" ] ||
+  { echo "http_client.sh: nginx did not start on port $PORT (in use? set PORT)" >&2; exit 1; }
 go build -o "$tmp/goclient" scripts/bench/http_client/client.go
 URL=http://127.0.0.1:$PORT/
 

@@ -38,6 +38,7 @@ local function app()
   r:post("/see-other", function() return 303, "", { Location = "/" } end)
   r:post("/temporary", function() return 307, "", { Location = "/echo" } end)
   r:get("/big", function() return 200, ("x"):rep(100000) end)
+  r:get("/n/:n", function(req) return 200, req.params.n, { ["X-N"] = req.params.n } end)
   return r
 end
 
@@ -59,6 +60,22 @@ T.test("GET: status, body, case-insensitive headers, reuse of one connection", f
   end
   local st = c:stats()["http://127.0.0.1:" .. srv.port]
   T.eq({ st.active, st.idle, st.created, st.reused, st.evicted }, { 0, 1, 1, 2, 0 })
+  srv:close()
+end)
+
+-- Fields are made into res.headers when first looked at, from the
+-- response's own copy: the connection's parser has moved on by then.
+T.test("a response's fields stay its own after its connection carried the next exchanges", function()
+  local srv, base = start()
+  local c = http.client { max_conns_per_host = 1 }
+  local res = {}
+  for i = 1, 3 do res[i] = assert(c:get(base .. "/n/" .. i)) end
+  T.eq(c:stats()[base].reused, 2)
+  for i = 3, 1, -1 do
+    T.eq(res[i]:header_values("X-N"), { tostring(i) })
+    T.eq(res[i].headers["X-N"], tostring(i))
+    T.eq(res[i]:body(), tostring(i))
+  end
   srv:close()
 end)
 
@@ -190,6 +207,26 @@ T.test("request fields: defaults of the client, User-Agent, Host", function()
   T.eq(v.host, "127.0.0.1:" .. srv.port)
   v = assert(c:get(base .. "/headers", { headers = { ["x-test"] = "own" } })):json()
   T.eq(v.x, "own")
+  srv:close()
+end)
+
+-- A client keeps the heads of plain requests per URL: a request with
+-- fields or options of its own gets its own head, the next plain one the
+-- plain head again; and it keeps at most 256 URLs.
+T.test("request heads kept per URL: fields and options of one request do not stay", function()
+  local srv, base = start()
+  local c = http.client()
+  local url = base .. "/headers"
+  local function get(opts) return assert(c:get(url, opts)):json() end
+  T.eq({ get().ua, get().x }, { "orrery/0.1", nil })
+  T.eq(get { headers = { ["X-Test"] = "mine" } }.x, "mine")
+  T.eq(get { user_agent = "other/2" }.ua, "other/2")
+  local v = get()
+  T.eq({ v.ua, v.x, v.host }, { "orrery/0.1", nil, "127.0.0.1:" .. srv.port })
+  T.eq(assert(c:request { method = "HEAD", url = url }).status, 200)
+  T.eq(get().ua, "orrery/0.1")
+  for i = 1, 300 do T.eq(assert(c:get(base .. "/n/" .. i)):body(), tostring(i)) end
+  T.ok(c.nurls <= 256, "the URL cache is bounded")
   srv:close()
 end)
 

@@ -22,9 +22,8 @@ local type, pairs, ipairs, tostring, tonumber, setmetatable, error, pcall =
 local concat = table.concat
 local wait_err, limit = transport.wait_err, transport.limit
 local pool_of, acquire, discard = pool.pool_of, pool.acquire, pool.discard
-local Res, next_event, parse_err, fields = response.Res, response.next_event, response.parse_err, response.fields
-local keep_alive_timeout, read_all, under, guard =
-  response.keep_alive_timeout, response.read_all, response.under, response.guard
+local Res, next_event, parse_err, head_res = response.Res, response.next_event, response.parse_err, response.head_res
+local read_all, under, guard = response.read_all, response.under, response.guard
 local now, co_slot = C.orrery_ffi_now, C.orrery_ffi_co_slot
 local hstart = C.orrery_ffi_hresp_start
 local EV_HEAD, EV_ERROR, EV_CONTINUE = C.ORRERY_HRESP_HEAD, C.ORRERY_HRESP_ERROR, C.ORRERY_HRESP_CONTINUE
@@ -153,6 +152,24 @@ local function parse_url(url)
 end
 M.parse_url = parse_url
 
+-- A client remembers the URLs it was given, parsed, with their pool's key
+-- and the request heads made for them (see build_head), so that a
+-- request to a URL seen before parses nothing and builds no string. At
+-- most URL_CACHE of them: the cache starts again when it is full.
+local URL_CACHE = 256
+local function url_entry(cl, url)
+  local e = cl.urls[url]
+  if e then return e end
+  local scheme, host, port, target = parse_url(url)
+  if not scheme then return nil, host end
+  if cl.nurls >= URL_CACHE then cl.urls, cl.nurls = {}, 0 end
+  e = { scheme = scheme, host = host, port = port, target = target,
+    key = scheme .. "://" .. host .. ":" .. port }
+  cl.urls[url] = e
+  cl.nurls = cl.nurls + 1
+  return e
+end
+
 -- Resolves a Location against the URL it answered.
 local function resolve_location(base, loc)
   if loc:match("^%a[%w+.-]*://") then return loc end
@@ -198,10 +215,24 @@ local function header_lines(out, headers)
   end
 end
 
+-- Methods whose heads are kept per URL (a bounded set: any token is a
+-- method).
+local HEAD_CACHED = { GET = true, HEAD = true, OPTIONS = true, DELETE = true, POST = true,
+  PUT = true, PATCH = true }
+
 -- The request head and how its body goes: "none", "string" (bytes in
--- st.body) or "chunked" (st.source is called for each chunk).
+-- st.body) or "chunked" (st.source is called for each chunk). A head that
+-- depends on the method and URL only (no fields of the request's or the
+-- client's, no body, the client's User-Agent) is made once per URL entry.
 local function build_head(cl, st)
   local o, method = st.o, st.method
+  local ue = st.uent
+  local cache = ue and not st.headers and not cl.o.headers and st.body_kind == "none"
+    and rawget(o, "user_agent") == nil and HEAD_CACHED[method]
+  if cache then
+    local h = ue[method]
+    if h then return h end
+  end
   local out = { method, " ", st.target, " HTTP/1.1\r\n" }
   -- No closure here: creating one is not compiled (NYI FNEW), and this
   -- runs for every request.
@@ -242,7 +273,9 @@ local function build_head(cl, st)
     out[#out + 1] = "Expect: 100-continue\r\n"
   end
   out[#out + 1] = "\r\n"
-  return concat(out)
+  local head = concat(out)
+  if cache then ue[method] = head end
+  return head
 end
 
 -- st.wrote: some of the request may be on the wire. A write that failed
@@ -359,10 +392,7 @@ local function exchange(st, conn)
   if ev ~= EV_HEAD then return nil, err end
   if waiting_continue then st.no_reuse = true end -- a final answer before the body
   local r = conn.r
-  local h, list = fields(r, 0, r.nhead)
-  conn.server_keep = keep_alive_timeout(h)
-  local res = setmetatable({ status = r.status, headers = h, _list = list, _st = st,
-    _conn = conn, _buffered = false, url = st.url, version = "1." .. r.minor }, Res)
+  local res = head_res(st, conn)
   -- A stream without a body (HEAD, 204, 304, Content-Length: 0) is read
   -- to its end at once, so that its connection does not wait for a
   -- res:read() that nobody has a reason to call.
@@ -387,70 +417,93 @@ local function retryable(st, reused, err)
   return st.idempotent and not st.got and st.body_kind ~= "chunked"
 end
 
--- do_request(cl, st) -> res | nil, err: one request with the retry rule
--- and redirects.
-local function do_request(cl, st)
-  local redirects = 0
-  while true do
-    local p = pool_of(cl, st.scheme, st.host, st.port)
-    local res, err
-    local fresh = false
-    st.retried = false
-    while true do
-      local conn, reused = acquire(cl, p, st, fresh)
-      if not conn then return nil, reused end -- reused: the error
-      st.wrote, st.got = false, false
-      local ok
-      ok, res, err = pcall(exchange, st, conn)
-      if not ok then -- a body function raised: the connection goes too
-        if not st.finished then
-          st.finished = true
-          discard(cl, conn)
-        end
-        error(res, 0)
-      end
-      if res then break end
-      if not st.finished then
-        st.finished = true
-        discard(cl, conn)
-      end
-      if not retryable(st, reused, err) then return nil, err end
-      st.retried, fresh = true, true
-    end
-    local loc = res.headers.location
-    local s = res.status
-    if redirects >= (st.o.follow or 0) or not loc
-        or not (s == 301 or s == 302 or s == 303 or s == 307 or s == 308) then
-      res.redirects = redirects
-      return res
-    end
-    if st.stream then res:close() end
-    local url = resolve_location(st.url, loc)
-    local scheme, host, port, target = parse_url(url)
-    if not scheme then return nil, "bad_response: bad Location: " .. host end
-    if st.scheme == "https" and scheme == "http" then
-      return nil, "bad_response: redirect from https to http refused"
-    end
-    if s == 303 or ((s == 301 or s == 302) and st.method == "POST") then
-      if st.method ~= "HEAD" then st.method = "GET" end
-      st.body_kind, st.body, st.source = "none", nil, nil
-    elseif st.body_kind == "chunked" then
-      res.redirects = redirects
-      return res -- a streamed body cannot be sent again
-    end
-    if host ~= st.host or port ~= st.port or scheme ~= st.scheme then
-      -- Credentials go to the origin they were meant for only.
-      local h = {}
-      for k, v in pairs(st.headers or {}) do
-        local l = k:lower()
-        if l ~= "authorization" and l ~= "cookie" and l ~= "host" then h[k] = v end
-      end
-      st.headers = h
-    end
-    st.url, st.scheme, st.host, st.port, st.target = url, scheme, host, port, target
-    st.idempotent = IDEMPOTENT[st.method] or st.idempotent
-    redirects = redirects + 1
+-- attempt(cl, p, st, fresh) -> res | nil, err, reused: one exchange on a
+-- connection of p (fresh: a new one).
+local function attempt(cl, p, st, fresh)
+  local conn, reused = acquire(cl, p, st, fresh)
+  if not conn then return nil, reused, false end -- reused: the error
+  st.wrote, st.got = false, false
+  -- Only a body function can raise in an exchange: without one there is
+  -- no pcall, whose frame ends the traces that return into it (NYI:
+  -- return to lower frame).
+  local ok, res, err
+  if st.body_kind == "chunked" then
+    ok, res, err = pcall(exchange, st, conn)
+  else
+    ok, res, err = true, exchange(st, conn)
   end
+  if not ok then -- a body function raised: the connection goes too
+    if not st.finished then
+      st.finished = true
+      discard(cl, conn)
+    end
+    error(res, 0)
+  end
+  if res then return res end
+  if not st.finished then
+    st.finished = true
+    discard(cl, conn)
+  end
+  return nil, err, reused
+end
+
+-- send(cl, st) -> res | nil, err: the request to st's URL, with the retry
+-- rule (once, on a new connection). Neither this nor do_request loops: a
+-- loop that runs once per request is one the JIT aborts its traces on.
+local function send(cl, st)
+  local p = pool_of(cl, st.scheme, st.host, st.port, st.uent and st.uent.key)
+  st.retried = false
+  local res, err, reused = attempt(cl, p, st, false)
+  if res then return res end
+  if not retryable(st, reused, err) then return nil, err end
+  st.retried = true
+  res, err = attempt(cl, p, st, true)
+  return res, err
+end
+
+-- do_request(cl, st) -> res | nil, err: one request with the retry rule
+-- and redirects (each one a call of its own).
+local function do_request(cl, st, redirects)
+  redirects = redirects or 0
+  local res, err = send(cl, st)
+  if not res then return nil, err end
+  local s = res.status
+  -- (Fields are looked at only for a redirect that may be followed.)
+  local loc = redirects < (st.o.follow or 0)
+    and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)
+    and rawget(res.headers, "location")
+  if not loc then
+    res.redirects = redirects
+    return res
+  end
+  if st.stream then res:close() end
+  local url = resolve_location(st.url, loc)
+  local scheme, host, port, target = parse_url(url)
+  if not scheme then return nil, "bad_response: bad Location: " .. host end
+  if st.scheme == "https" and scheme == "http" then
+    return nil, "bad_response: redirect from https to http refused"
+  end
+  if s == 303 or ((s == 301 or s == 302) and st.method == "POST") then
+    if st.method ~= "HEAD" then st.method = "GET" end
+    st.body_kind, st.body, st.source = "none", nil, nil
+  elseif st.body_kind == "chunked" then
+    res.redirects = redirects
+    return res -- a streamed body cannot be sent again
+  end
+  if host ~= st.host or port ~= st.port or scheme ~= st.scheme then
+    -- Credentials go to the origin they were meant for only.
+    local h = {}
+    for k, v in pairs(st.headers or {}) do
+      local l = k:lower()
+      if l ~= "authorization" and l ~= "cookie" and l ~= "host" then h[k] = v end
+    end
+    st.headers = h
+  end
+  st.url, st.scheme, st.host, st.port, st.target = url, scheme, host, port, target
+  st.uent = false
+  st.idempotent = IDEMPOTENT[st.method] or st.idempotent
+  res, err = do_request(cl, st, redirects + 1)
+  return res, err
 end
 
 -- -- Observability --
@@ -524,21 +577,35 @@ end
 
 -- request(cl, fname, opts, lv): lv is the error level of the user's line
 -- for an error raised here.
-local function request(cl, fname, opts, lv)
-  if type(opts) ~= "table" then
-    error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
+-- A shorthand without options passes its method, url (a string) and body
+-- as smethod, surl, sbody, and opts nil: the request's options are then
+-- the client's own (cl.ro, shared: options are never written).
+local METHOD_OK, nmethods = {}, 0
+local function request(cl, fname, opts, lv, smethod, surl, sbody)
+  local o, url, method, body_opt
+  if opts == nil and smethod then
+    o, url, method, body_opt = cl.ro, surl, smethod, sbody
+  else
+    if type(opts) ~= "table" then
+      error(("%s: bad argument #1 (options table expected, got %s)"):format(fname, type(opts)), lv)
+    end
+    o = check_opts(fname, opts, REQUEST_OPTS, cl.omt, lv + 1)
+    url = rawget(o, "url")
+    if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
+    method = rawget(o, "method") or "GET"
+    body_opt = rawget(o, "body")
   end
-  local o = check_opts(fname, opts, REQUEST_OPTS, cl.omt, lv + 1)
-  local url = rawget(o, "url")
-  if type(url) ~= "string" then error(fname .. ": option url (a string) is required", lv) end
-  local method = rawget(o, "method") or "GET"
-  if type(method) ~= "string" or not method:match("^[%u%d!#$%%&'*+.^_`|~-]+$") then
-    error(fname .. ": bad option 'method'", lv)
+  if not METHOD_OK[method] then
+    if type(method) ~= "string" or not method:match("^[%u%d!#$%%&'*+.^_`|~-]+$") then
+      error(fname .. ": bad option 'method'", lv)
+    end
+    if nmethods < 64 then METHOD_OK[method], nmethods = true, nmethods + 1 end
   end
-  local scheme, host, port, target = parse_url(url)
-  if not scheme then error(("%s: bad url %q (%s)"):format(fname, url, host), lv) end
+  local ue, uerr = url_entry(cl, url)
+  if not ue then error(("%s: bad url %q (%s)"):format(fname, url, uerr), lv) end
+  local scheme, host, port, target = ue.scheme, ue.host, ue.port, ue.target
   if co_slot() == 0 then error(fname .. ": not inside a coroutine", lv) end
-  local kind, body, is_json, source = body_of(fname, rawget(o, "body"), lv + 1)
+  local kind, body, is_json, source = body_of(fname, body_opt, lv + 1)
   local headers = rawget(o, "headers")
   check_headers(fname, headers, lv + 1)
   local idem = IDEMPOTENT[method] or false
@@ -554,7 +621,8 @@ local function request(cl, fname, opts, lv)
     port = port, target = target, headers = headers, body_kind = kind, body = body,
     json = is_json, source = source, idempotent = idem, stream = rawget(o, "stream") or false,
     expect = rawget(o, "expect_continue") or false, ctx = ctx, bind = xctx,
-    deadline = t and (now() + t) or false, wrote = false, got = false, finished = false }
+    deadline = t and (now() + t) or false, wrote = false, got = false, finished = false,
+    uent = ue }
   local err = ctx.e
   if err then return nil, err == "timeout" and "timeout" or "canceled" end
   local obs = cl.obs
@@ -590,8 +658,12 @@ local function shorthand(cl, fname, method, url, body, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("%s: bad options (table expected, got %s)"):format(fname, type(opts)), 3)
   end
+  if opts == nil then -- nothing to check: method and url are known options
+    local res, err = request(cl, fname, nil, 4, method, url, body)
+    return res, err
+  end
   local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
   o.method, o.url = method, url
   if body ~= nil then o.body = body end
   local res, err = request(cl, fname, o, 4)
@@ -631,7 +703,9 @@ end
 function M.client(opts)
   local o = check_opts("orrery.http.client", opts, CLIENT_OPTS, DEFAULTS_MT, 3)
   check_headers("orrery.http.client", rawget(o, "headers"), 3)
-  local c = setmetatable({ o = o, omt = { __index = o }, pools = {}, nidle = 0, swept = 0 }, Client)
+  local omt = { __index = o }
+  local c = setmetatable({ o = o, omt = omt, ro = setmetatable({}, omt), pools = {}, nidle = 0,
+    swept = 0, urls = {}, nurls = 0 }, Client)
   return c
 end
 

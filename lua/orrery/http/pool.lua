@@ -107,8 +107,9 @@ function sweep(cl, t)
   end
 end
 
-local function pool_of(cl, scheme, host, port)
-  local key = scheme .. "://" .. host .. ":" .. port
+-- key: the origin's, when the caller has it already.
+local function pool_of(cl, scheme, host, port, key)
+  key = key or (scheme .. "://" .. host .. ":" .. port)
   local p = cl.pools[key]
   if not p then
     local t = now()
@@ -161,6 +162,9 @@ local function checkin(cl, conn)
     return
   end
   conn.since, conn.expires = t, t + keep
+  -- A C API call, not an FFI one, on purpose: it ends the JIT's trace
+  -- here (a stitch), between this response and the caller's next
+  -- request, which together are too long a trace for LuaJIT's limits.
   conn.t:idle(true)
   p.nidle = p.nidle + 1
   cl.nidle = cl.nidle + 1
@@ -197,9 +201,29 @@ local function dial(cl, p, st)
   local r = C.orrery_ffi_hresp_new(cl.o.max_head_bytes, cl.o.max_fields)
   if r == nil then t:close(); return nil, "closed: out of memory" end
   ffi_gc(r, C.orrery_ffi_hresp_free)
-  -- buf, off: the data last read and how far it was parsed.
-  return { t = t, pool = p, r = r, buf = false, off = 0, uses = 0,
+  -- piece, more: the body piece the parser found last, and whether it
+  -- may have another event without new bytes (response.lua).
+  return { t = t, pool = p, r = r, piece = false, more = false, uses = 0,
     closed = false, since = 0, expires = 0, server_keep = false }
+end
+
+-- The most recently used idle connection of p, taken if it can carry a
+-- request, else closed (nil).
+local function take_idle(cl, p, t)
+  local conn = p.idle[p.nidle]
+  p.idle[p.nidle] = nil
+  p.nidle = p.nidle - 1
+  cl.nidle = cl.nidle - 1
+  -- Past its time, closed by the server while idle, or with bytes nobody
+  -- asked for: not reused.
+  if conn.expires <= t or not conn.t:take() then
+    p.evicted = p.evicted + 1
+    conn_close(cl, conn)
+    return nil
+  end
+  p.active = p.active + 1
+  p.reused = p.reused + 1
+  return conn
 end
 
 -- acquire(cl, p, st, fresh) -> conn, reused | nil, err. Idle connections
@@ -208,24 +232,12 @@ end
 local function acquire(cl, p, st, fresh)
   local t = now()
   p.used = t
-  if not fresh then
-    while p.nidle > 0 do
-      local conn = p.idle[p.nidle]
-      p.idle[p.nidle] = nil
-      p.nidle = p.nidle - 1
-      cl.nidle = cl.nidle - 1
-      -- Past its time, closed by the server while idle, or with bytes
-      -- nobody asked for: not reused.
-      if conn.expires <= t or conn.t:buffered() > 0 or not conn.t:alive() then
-        p.evicted = p.evicted + 1
-        conn_close(cl, conn)
-      else
-        conn.t:idle(false)
-        p.active = p.active + 1
-        p.reused = p.reused + 1
-        return conn, true
-      end
-    end
+  if not fresh and p.nidle > 0 then
+    -- The top one is taken without a loop (usually it is reusable): a
+    -- loop that runs once per call is one the JIT aborts its traces on.
+    local conn = take_idle(cl, p, t)
+    while not conn and p.nidle > 0 do conn = take_idle(cl, p, t) end
+    if conn then return conn, true end
   end
   if p.active >= cl.o.max_conns_per_host then
     local w = { ch = chan.internal(1, "http.client pool wait"), gone = false }

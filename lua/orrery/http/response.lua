@@ -13,7 +13,7 @@ local ffi = require "ffi"
 local type, tostring, tonumber, setmetatable, error, pcall, rawget =
   type, tostring, tonumber, setmetatable, error, pcall, rawget
 local concat = table.concat
-local ffi_string, ffi_gc, ffi_new = ffi.string, ffi.gc, ffi.new
+local ffi_string, ffi_gc, ffi_new, ffi_cast = ffi.string, ffi.gc, ffi.new, ffi.cast
 local wait_err, limit = transport.wait_err, transport.limit
 local checkin, discard = pool.checkin, pool.discard
 local co_slot = C.orrery_ffi_co_slot
@@ -23,30 +23,58 @@ local EV_NEED, EV_BODY, EV_DONE, EV_ERROR =
 
 local M = {}
 
--- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
--- from what is buffered, then from the connection.
-local function next_event(st, conn, phase, tmo)
-  local r = conn.r
-  while true do
-    local buf = conn.buf
-    if buf then
-      local ev = hfeed(r, buf, conn.off, #buf)
-      conn.off = r.pos
-      if ev ~= EV_NEED then return ev end
-      conn.buf = false
-    end
-    local d, err = conn.t:read(65536, limit(tmo, st.deadline))
-    if not d then
-      if err == "eof" then
-        local ev = heof(r)
-        if ev == EV_NEED then return nil, "closed: connection closed before the response" end
-        return ev
-      end
-      return nil, wait_err(st, err, phase)
-    end
-    st.got = true
-    conn.buf, conn.off = d, 0
+-- feed(conn) -> event: the parser reads what the connection has buffered,
+-- in place; the bytes it parsed are consumed, and a body piece is copied
+-- out first (conn.piece). After an event the parser is fed even without
+-- new bytes (conn.more): the end of a body is an event of its own.
+local function feed(conn)
+  local t, r = conn.t, conn.r
+  local n = t:avail()
+  if n == 0 then
+    if not conn.more then return EV_NEED end
+    local ev = hfeed(r, "", 0, 0)
+    conn.more = ev ~= EV_NEED
+    return ev
   end
+  local p = t:data()
+  local ev = hfeed(r, p, 0, n)
+  if ev == EV_BODY then conn.piece = ffi_string(p + r.body_off, r.body_len) end
+  conn.more = ev ~= EV_NEED
+  t:consume(r.pos)
+  return ev
+end
+
+-- read_feed(st, conn, phase, tmo) -> event (NEED: feed more) | nil, err:
+-- one wait for bytes from the connection, fed to the parser.
+local function read_feed(st, conn, phase, tmo)
+  local ok, err = conn.t:fill(limit(tmo, st.deadline))
+  if not ok then
+    if err == "again" then return EV_NEED end
+    if err == "eof" then
+      local ev = heof(conn.r)
+      if ev == EV_NEED then return nil, "closed: connection closed before the response" end
+      return ev
+    end
+    return nil, wait_err(st, err, phase)
+  end
+  st.got = true
+  return feed(conn)
+end
+
+-- next_event(st, conn, phase, tmo) -> event | nil, err: feeds the parser
+-- from what is buffered, then from the connection. The common cases (an
+-- event in what is buffered, or in the next read) run no loop: a loop
+-- that runs once per call is one the JIT aborts its traces on.
+local function next_event(st, conn, phase, tmo)
+  local ev = feed(conn)
+  if ev ~= EV_NEED then return ev end
+  local err
+  ev, err = read_feed(st, conn, phase, tmo)
+  if ev ~= EV_NEED then return ev, err end
+  repeat
+    ev, err = read_feed(st, conn, phase, tmo)
+  until ev ~= EV_NEED
+  return ev, err
 end
 
 local function parse_err(r)
@@ -68,10 +96,10 @@ end
 
 -- Fields into a case-insensitive table (repeated fields joined with ", ",
 -- but Set-Cookie, which cannot be joined, keeps its first value) and a
--- flat list name1, value1, ... in order for header_values.
-local function fields(r, from, to)
+-- flat list name1, value1, ... in order for header_values. fb holds the
+-- names and values, sp their spans (4 per field, see ffi_cdef.h).
+local function fields_of(fb, sp, from, to)
   local h, list = setmetatable({}, Headers), {}
-  local fb, sp = r.fields, r.spans
   for i = from, to - 1 do
     local s = sp + 4 * i
     local name = ffi_string(fb + s[0], s[1]):lower()
@@ -88,6 +116,10 @@ local function fields(r, from, to)
     end
   end
   return h, list
+end
+
+local function fields(r, from, to)
+  return fields_of(r.fields, r.spans, from, to)
 end
 
 local function keep_alive_timeout(h)
@@ -107,8 +139,7 @@ local function finish(st, conn, clean)
   local cl = st.cl
   local r = conn.r
   if clean and not st.no_reuse and r.keep_alive ~= 0 and not conn.closed
-      and not (conn.buf and conn.off < #conn.buf) then
-    conn.buf, conn.off = false, 0
+      and conn.t:avail() == 0 then
     conn.uses = conn.uses + 1
     checkin(cl, conn)
   else
@@ -123,10 +154,9 @@ local function read_piece(st, res)
   if st.finished then return nil, st.ended_err end
   local ev, err = next_event(st, conn, "idle read", st.o.read_timeout)
   if ev == EV_BODY then
-    local r = conn.r
-    local buf, off, len = conn.buf, r.body_off, r.body_len
-    if off == 0 and len == #buf then return buf end
-    return buf:sub(off + 1, off + len)
+    local piece = conn.piece
+    conn.piece = false
+    return piece
   elseif ev == EV_DONE then
     local r = conn.r
     if r.nfields > r.nhead then res.trailers = fields(r, r.nhead, r.nfields) end
@@ -169,6 +199,12 @@ function Res:read()
   return res_read(self)
 end
 
+local function body_over(st, res, max)
+  finish(st, res._conn, false)
+  st.ended_err = "too_large: body over " .. max .. " bytes"
+  return nil, st.ended_err
+end
+
 local function read_all(self, max)
   if self._buffered then
     local b = self._buffered
@@ -183,21 +219,28 @@ local function read_all(self, max)
     st.ended_err = "too_large: body of " .. tostring(cl):gsub("LL$", "") .. " bytes"
     return nil, st.ended_err
   end
-  local parts, n = {}, 0
-  while true do
-    local piece, err = read_piece(st, self)
-    if not piece then
-      if err then return nil, err end
-      return concat(parts)
-    end
-    n = n + #piece
-    if n > max then
-      finish(st, self._conn, false)
-      st.ended_err = "too_large: body over " .. max .. " bytes"
-      return nil, st.ended_err
-    end
-    parts[#parts + 1] = piece
+  -- A body in one piece (the common case) needs no table, nor a loop.
+  local first, err = read_piece(st, self)
+  if not first then
+    if err then return nil, err end
+    return ""
   end
+  if #first > max then return body_over(st, self, max) end
+  local piece
+  piece, err = read_piece(st, self)
+  if not piece then
+    if err then return nil, err end
+    return first
+  end
+  local parts, n = { first }, #first
+  repeat
+    n = n + #piece
+    if n > max then return body_over(st, self, max) end
+    parts[#parts + 1] = piece
+    piece, err = read_piece(st, self)
+  until not piece
+  if err then return nil, err end
+  return concat(parts)
 end
 
 --- res:body() -> the whole body (at most max_body_size bytes) | nil, err
@@ -240,8 +283,37 @@ function Res:close()
   st.ended_err = st.ended_err or "closed: response closed"
 end
 
-Res.__index = Res
+-- res.headers and res._list are made at their first use, from a copy of
+-- the head's fields taken when it arrived (the parser's buffer is the
+-- connection's, and the next exchange on it reuses it): most responses
+-- are read for their status and body only.
+local CHARP, U32P = ffi.typeof("const char *"), ffi.typeof("const uint32_t *")
+Res.__index = function(res, k)
+  local m = Res[k]
+  if m ~= nil or (k ~= "headers" and k ~= "_list") then return m end
+  local raw = rawget(res, "_raw")
+  if not raw then return nil end
+  local h, list = fields_of(ffi_cast(CHARP, raw), ffi_cast(U32P, res._spans), 0, res._nf)
+  res.headers, res._list, res._raw, res._spans = h, list, false, false
+  if k == "headers" then return h end
+  return list
+end
 Res.__tostring = function(r) return ("http response %d"):format(r.status) end
+
+local VERSIONS = { [0] = "1.0", [1] = "1.1" }
+
+-- The response of the head that just arrived on conn (event HEAD).
+local function head_res(st, conn)
+  local r = conn.r
+  local nh = r.nhead
+  local raw, spans = "", ""
+  if nh > 0 then raw, spans = ffi_string(r.fields, r.head_len), ffi_string(r.spans, 16 * nh) end
+  local res = setmetatable({ status = r.status, _raw = raw, _spans = spans, _nf = nh, _st = st,
+    _conn = conn, _buffered = false, url = st.url, version = VERSIONS[r.minor] }, Res)
+  -- The connection's Keep-Alive timeout, when the server sent one.
+  conn.server_keep = r.ka_field ~= 0 and keep_alive_timeout(res.headers) or false
+  return res
+end
 
 -- A cdata whose finalizer ends an unfinished exchange. Its own function:
 -- a closure over exchange's locals would make every return of exchange
@@ -254,5 +326,6 @@ end
 
 M.Res, M.next_event, M.parse_err, M.fields, M.keep_alive_timeout = Res, next_event, parse_err, fields, keep_alive_timeout
 M.finish, M.read_all, M.under, M.guard = finish, read_all, under, guard
+M.head_res = head_res
 
 return M
