@@ -346,9 +346,7 @@ end
 
 -- -- Lines --
 
-local function trace_of(slot)
-  local ctx = slot ~= 0 and sched.ctxs[slot]
-  if not ctx then return nil end
+local function trace_in(ctx)
   local v = ctx.values
   while v do
     if v.key == M.TRACE_KEY then return v.value end
@@ -357,8 +355,16 @@ local function trace_of(slot)
   return nil
 end
 
+local function trace_of(slot)
+  local ctx = slot ~= 0 and sched.ctxs[slot]
+  if not ctx then return nil end
+  return trace_in(ctx)
+end
+
 -- A line up to its fields: time, level, msg, co, the trace's ids.
-local function line_head(b, lvl, msg)
+-- ctx, when given, is the context whose trace the line belongs to (a
+-- request's, for the lines the server writes after its handler).
+local function line_head(b, lvl, msg, ctx)
   local t = wall_now()
   local sec = floor(t)
   if sec ~= cached_sec then
@@ -372,7 +378,7 @@ local function line_head(b, lvl, msg)
   local slot = co_slot()
   if slot ~= 0 then
     b:put(',"co":', tonumber(co_id()))
-    local tr = trace_of(slot)
+    local tr = ctx and trace_in(ctx) or trace_of(slot)
     if tr then
       if tr.trace_id then b:put(',"trace_id":'); put_str(b, tostring(tr.trace_id)) end
       if tr.span_id then b:put(',"span_id":'); put_str(b, tostring(tr.span_id)) end
@@ -397,14 +403,14 @@ end
 
 -- Appends one line; extra is a logger's pre-encoded fields; key the
 -- rate limiting's key (the message when nil; false: never limited).
-function emit(lvl, msg, fields, extra, key)
+function emit(lvl, msg, fields, extra, key, ctx)
   if type(msg) ~= "string" then msg = tostring(msg) end
   if key ~= false and lvl >= cfg.dedup_level and cfg.dedup_window > 0
       and repeated(lvl, key or msg, msg) then
     return
   end
   local b = out
-  line_head(b, lvl, msg)
+  line_head(b, lvl, msg, ctx)
   if extra then b:put(extra) end
   if fields then put_fields(b, fields) end
   line_tail(b, lvl)
@@ -667,7 +673,7 @@ for i = 0, 999 do US3[i] = (".%03d"):format(i) end
 function M.access(req, status, bytes, dur)
   if cfg.level > INFO then return end
   local b = out
-  line_head(b, INFO, "http request")
+  line_head(b, INFO, "http request", req.ctx)
   -- The method is one of the parser's names: nothing to escape.
   b:put(',"method":"', req.method, '","path":')
   put_str(b, req.path)
@@ -711,7 +717,7 @@ function M.handler_error(what, req, err)
   emit(ERROR, "http: " .. what .. ": " .. head, {
     method = req and req.method, path = req and req.path, route = req and req.route,
     traceback = tb,
-  }, nil, "http: " .. what .. " at " .. (loc or head))
+  }, nil, "http: " .. what .. " at " .. (loc or head), req and req.ctx)
 end
 
 -- http_log(msg): a log function for http.serve: its messages (handler

@@ -227,6 +227,13 @@ end
 local function call_step(st, fn, sc)
   local ctx, cancel
   if st.timeout then ctx, cancel = context.with_timeout(st.timeout) else ctx = context.current() end
+  -- A span per attempt when orrery.trace is on (docs/tracing.md).
+  local tr, span = package.loaded["orrery.trace"], nil
+  if tr and tr.enabled() then
+    span, ctx = tr.start(ctx, (fn == st.compensate and "saga compensate " or "saga step ") .. st.name,
+      { attributes = { ["saga.name"] = sc.saga, ["saga.id"] = sc.id, ["saga.step"] = st.name,
+        ["saga.attempt"] = sc.attempt } })
+  end
   sc.ctx = ctx
   local function body()
     local f = fn
@@ -243,6 +250,10 @@ local function call_step(st, fn, sc)
     return f(sc)
   end
   local r = sched.pack(pcall(sched.with_ctx, ctx, body))
+  if span then
+    if not r[1] or r[2] == nil then span:fail(r[1] and r[3] or r[2]) end
+    span:finish()
+  end
   local timed_out = ctx.e == "timeout" or (ctx.err and ctx:err() == "timeout")
   if cancel then cancel() end
   if not r[1] then return false, r[2], true end

@@ -222,6 +222,9 @@ M.BENIGN_ABORTS = {
   ["inner loop in root trace"] = true,
   ["loop unroll limit reached"] = true,
   ["NYI: return to lower frame"] = true,
+  -- a finalizer or a hook ran while a trace was recorded: GC timing,
+  -- not the code; the trace is recorded again on the next pass
+  ["error thrown or hook called during recording"] = true,
 }
 
 -- traced(fn, module) -> aborts, stops: runs the loop fn with a JIT trace

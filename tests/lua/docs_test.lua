@@ -9,7 +9,8 @@ local T = require "orrery.test"
 
 local DOCS = { "docs/runtime.md", "docs/errors.md", "docs/go-guide.md", "docs/json.md", "docs/http.md",
   "docs/resilience.md", "docs/net.md", "docs/console.md", "docs/metrics.md", "docs/log.md",
-  "docs/http-client.md", "docs/sqlite.md", "docs/saga.md", "docs/debugging.md" }
+  "docs/http-client.md", "docs/sqlite.md", "docs/saga.md", "docs/debugging.md",
+  "docs/tracing.md", "docs/idempotency.md", "docs/pg.md", "docs/tls.md", "docs/admin.md" }
 
 -- The repository root, from this file's own path (tests/lua/docs_test.lua).
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/docs_test%.lua$") or "")

@@ -444,6 +444,8 @@ end)
 
 T.test("log lines inside a traced handler carry its trace_id and span_id", function()
   configure()
+  local level = log.level()
+  log.set_level("info") -- the test runner starts files at "warn"
   local path = os.tmpname()
   assert(log.open(path))
   local srv = H.start(function(req)
@@ -454,7 +456,9 @@ T.test("log lines inside a traced handler carry its trace_id and span_id", funct
   assert(http.get(("http://127.0.0.1:%d/"):format(srv.port), { ctx = ctx }))
   root:finish()
   log.info("outside")
+  log.flush()
   log.close()
+  log.set_level(level)
   local f = assert(io.open(path))
   local lines = {}
   for l in f:lines() do lines[#lines + 1] = json.decode(l) end
@@ -463,12 +467,37 @@ T.test("log lines inside a traced handler carry its trace_id and span_id", funct
   local spans = collect(3)
   local server_span
   for _, s in ipairs(spans) do if s.kind == 2 then server_span = s end end
-  T.eq(lines[1].msg, "inside the handler")
-  T.eq(lines[1].trace_id, root.trace_id)
-  T.eq(lines[1].span_id, server_span.spanId)
-  T.eq(lines[2].msg, "outside")
-  T.eq(lines[2].trace_id, nil, "the handler's binding does not outlive it")
+  local by = {}
+  for _, l in ipairs(lines) do by[l.msg] = l end
+  T.eq(by["inside the handler"].trace_id, root.trace_id)
+  T.eq(by["inside the handler"].span_id, server_span.spanId)
+  T.eq(by["http request"].trace_id, root.trace_id, "the access line too")
+  T.eq(by["outside"].trace_id, nil, "the handler's binding does not outlive it")
   srv:close()
+end)
+
+T.test("saga steps and compensations are spans under the caller's span", function()
+  configure()
+  local saga = require "orrery.saga"
+  local dir = io.popen("mktemp -d"):read("*l")
+  local def = saga.define { name = "traced", journal = dir .. "/j.db", recover = false, steps = {
+    { name = "pay", action = function() return true end, compensate = function() return true end },
+    { name = "reserve", action = function() return saga.refuse("out of stock") end },
+  } }
+  local root, ctx = trace.start(nil, "root")
+  local r, err = orrery.with_context(ctx, function() return def:run({}) end)
+  root:finish()
+  T.eq({ r, err }, { nil, "out of stock" })
+  local spans, by_name = collect(4)
+  local ids = by_id(spans)
+  for _, name in ipairs { "saga step pay", "saga step reserve", "saga compensate pay" } do
+    local sp = assert(by_name[name], name)[1]
+    T.eq(sp.traceId, root.trace_id, name)
+    T.eq(ids[sp.parentSpanId].name, "root", name .. "'s parent")
+    T.eq(sp.attrs["saga.name"], "traced")
+  end
+  T.eq(by_name["saga step reserve"][1].status.code, 2, "the refused step is an error")
+  os.execute("rm -rf " .. dir)
 end)
 
 -- -- The exporter --
