@@ -75,6 +75,13 @@ function M.coroutines(filter)
   return out
 end
 
+-- A wait as groups see it: without its duration and without the ids of
+-- the channels, mutexes, ... it names (a leak of one coroutine per
+-- request parks each on its own channel: one group, not one per id).
+local function wait_kind(what)
+  return (what:gsub(", %d+%.%d+s.*$", ""):gsub(" #%d+", ""))
+end
+
 --- console.dump([filter]) -> text: orrery.dump() of the matching coroutines.
 -- With filter.group, coroutines with the same wait, creation site and
 -- stack are shown once with their count and ids, largest group first (as
@@ -90,8 +97,7 @@ function M.dump(filter)
       local what, tb = orrery.describe(c, now)
       local site = c.main and "startup" or c.site or "?"
       if f.group then
-        -- The wait without its duration, so that waits of one kind group.
-        local kind = what:gsub(", %d+%.%d+s.*$", "")
+        local kind = wait_kind(what)
         local key = kind .. "\0" .. site .. "\0" .. tb
         local g = groups[key]
         if not g then
@@ -146,7 +152,7 @@ function M.group(list, now)
   now = now or C.orrery_ffi_now()
   local groups, order = {}, {}
   for _, c in ipairs(list) do
-    local what = orrery.describe(c, now):gsub(", %d+%.%d+s.*$", "")
+    local what = wait_kind(orrery.describe(c, now))
     local key = what .. "\0" .. (c.site or "?")
     local g = groups[key]
     if not g then
