@@ -217,6 +217,40 @@ local M = {
   depth_limit = core.depth_limit,
 }
 
+-- put_text(b, s): s as a JSON string into the string buffer b, for the
+-- modules that write JSON of their own (orrery.log, orrery.trace). Text
+-- that is not UTF-8 is not refused: each byte from 0x80 up is written as
+-- the code point of the same number (as if it were Latin-1), so the
+-- output stays valid JSON and nothing is dropped.
+local function put_latin1(b, s)
+  b:put('"')
+  for i = 1, #s do
+    local c = s:byte(i)
+    if c < 0x20 or c == 0x22 or c == 0x5c or c >= 0x7f then
+      if c == 0x22 then b:put('\\"')
+      elseif c == 0x5c then b:put("\\\\")
+      elseif c == 0x0a then b:put("\\n")
+      else b:putf("\\u%04x", c) end
+    else
+      b:put(string.char(c))
+    end
+  end
+  b:put('"')
+end
+
+function M.put_text(b, s)
+  local n = #s
+  local m = json_str_len(s, n)
+  if m == n + 2 then
+    b:put('"', s, '"')
+  elseif m == 0 then
+    put_latin1(b, s)
+  else
+    local p = b:reserve(m)
+    b:commit(json_escape(p, s, n))
+  end
+end
+
 local function mark(fname, t, mt, other)
   if t == nil then t = {} end
   if type(t) ~= "table" then

@@ -23,8 +23,7 @@ local NUMBER_BUF = require("orrery.json.core").number_buf
 
 local type, tostring, pairs, error, floor, getmetatable =
   type, tostring, pairs, error, math.floor, getmetatable
-local json_str_len, json_escape, json_number = C.orrery_ffi_json_str_len,
-  C.orrery_ffi_json_escape, C.orrery_ffi_json_number
+local json_number = C.orrery_ffi_json_number
 local wall_now, co_id, co_slot = C.orrery_ffi_wall_now, C.orrery_ffi_co_id, C.orrery_ffi_co_slot
 
 local M = {}
@@ -65,37 +64,7 @@ local flush_timer -- created on first use (sched's timers need the host)
 
 -- -- Encoding --
 
-local function put_bad_utf8(b, s)
-  -- Not UTF-8: each byte of 0x80 and above is written as the code point
-  -- of the same number (as if the text were Latin-1), so the line stays
-  -- valid JSON and nothing is dropped.
-  b:put('"')
-  for i = 1, #s do
-    local c = s:byte(i)
-    if c < 0x20 or c == 0x22 or c == 0x5c or c >= 0x7f then
-      if c == 0x22 then b:put('\\"')
-      elseif c == 0x5c then b:put("\\\\")
-      elseif c == 0x0a then b:put("\\n")
-      else b:putf("\\u%04x", c) end
-    else
-      b:put(string.char(c))
-    end
-  end
-  b:put('"')
-end
-
-local function put_str(b, s)
-  local n = #s
-  local m = json_str_len(s, n)
-  if m == n + 2 then
-    b:put('"', s, '"')
-  elseif m == 0 then
-    put_bad_utf8(b, s)
-  else
-    local p = b:reserve(m)
-    b:commit(json_escape(p, s, n))
-  end
-end
+local put_str = json.put_text
 
 -- Quoted keys with their colon, cached as orrery.json does (field names
 -- repeat from line to line). Keys that collide with the line's own

@@ -7,7 +7,6 @@
 -- would have it), enums as integers, 64-bit integers (times in unix
 -- nanoseconds, intValue) as decimal strings, field names in lowerCamelCase.
 local buffer = require "string.buffer"
-local C = require "orrery.ffi"
 local json = require "orrery.json"
 
 local type, tostring, pairs, ipairs, floor = type, tostring, pairs, ipairs, math.floor
@@ -26,36 +25,8 @@ local function put_nanos(b, t)
   b:putf('"%d%09d"', s, ns)
 end
 
-local json_str_len, json_escape = C.orrery_ffi_json_str_len, C.orrery_ffi_json_escape
-
--- Not UTF-8: each byte from 0x80 up is written as the code point of the
--- same number (as orrery.log does), so the batch stays valid JSON.
-local function put_bad_utf8(b, s)
-  b:put('"')
-  for i = 1, #s do
-    local c = s:byte(i)
-    if c == 0x22 then b:put('\\"')
-    elseif c == 0x5c then b:put("\\\\")
-    elseif c < 0x20 or c >= 0x7f then b:putf("\\u%04x", c)
-    else b:put(string.char(c)) end
-  end
-  b:put('"')
-end
-
--- A JSON string into b: as it is when nothing needs escaping (the common
--- case, found by an FFI scan), escaped by the FFI otherwise.
-local function put_str(b, s)
-  local n = #s
-  local m = json_str_len(s, n)
-  if m == n + 2 then
-    b:put('"', s, '"')
-  elseif m == 0 then
-    put_bad_utf8(b, s)
-  else
-    local p = b:reserve(m)
-    b:commit(json_escape(p, s, n))
-  end
-end
+-- JSON strings (text that is not UTF-8 as Latin-1, as orrery.log does).
+local put_str = json.put_text
 
 -- '{"key":"<k>","value":' per attribute name, which repeat from span to
 -- span (the HTTP conventions' names, the user's few).
