@@ -69,16 +69,7 @@ const char *orrery_ffi_hconn_data(void *ud) {
 void orrery_ffi_hconn_consume(void *ud, uint32_t n) {
   net_conn_t *c = ((hc_conn_ud *)ud)->c;
   if (!c || n == 0) return;
-  c->rstart += n;
-  if (c->rstart == c->rlen) {
-    c->rstart = c->rlen = 0;
-    net_shrink(c);
-  } else if (c->rstart > c->rcap / 2) {
-    memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
-    c->rlen -= c->rstart;
-    c->rstart = 0;
-  }
-  net_resume(c);
+  net_consume(c, n);
 }
 
 int luaopen_orrery_http_client_core(lua_State *L) {

@@ -153,6 +153,10 @@ void net_release(lua_State *L, int idx, unsigned linger_ms);
 void net_resume(net_conn_t *c);
 /* Hands an empty read buffer back to the host's pool. */
 void net_shrink(net_conn_t *c);
+/* Drops the first n unread bytes of rbuf (the consumer took them): an
+ * emptied buffer goes back to the pool, a half-consumed one is compacted,
+ * and reading resumes if it was paused for room. */
+void net_consume(net_conn_t *c, size_t n);
 /* Makes room for at least want more bytes after rlen (within rmax);
  * returns the room there is, 0 without memory or at rmax (for
  * transports). */

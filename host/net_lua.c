@@ -94,19 +94,6 @@ static int conn_gc(lua_State *L) {
   return 0;
 }
 
-static void consume(net_conn_t *c, size_t n) {
-  c->rstart += n;
-  if (c->rstart == c->rlen) {
-    c->rstart = c->rlen = 0;
-    net_shrink(c);
-  } else if (c->rstart > c->rcap / 2) {
-    memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
-    c->rlen -= c->rstart;
-    c->rstart = 0;
-  }
-  net_resume(c);
-}
-
 /* Blocking primitives that a caller retries after each wake
  * (sched.await in lua/orrery/sched.lua) take (object, timeout, args...)
  * and answer their results, nil, err, or ORRERY_PARKED, slot. */
@@ -125,7 +112,7 @@ static int l_read(lua_State *L) {
   if (avail) {
     size_t n = avail < (size_t)max ? avail : (size_t)max;
     lua_pushlstring(L, c->rbuf + c->rstart, n);
-    consume(c, n);
+    net_consume(c, n);
     return 1;
   }
   if (c->rerr) {
@@ -159,7 +146,7 @@ static int l_read_until(lua_State *L) {
     if (hit) {
       size_t n = (size_t)(hit - p) + dl;
       lua_pushlstring(L, p, n);
-      consume(c, n);
+      net_consume(c, n);
       return 1;
     }
   }

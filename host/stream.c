@@ -227,6 +227,19 @@ void net_resume(net_conn_t *c) {
   }
 }
 
+void net_consume(net_conn_t *c, size_t n) {
+  c->rstart += n;
+  if (c->rstart == c->rlen) {
+    c->rstart = c->rlen = 0;
+    net_shrink(c);
+  } else if (c->rstart > c->rcap / 2) {
+    memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
+    c->rlen -= c->rstart;
+    c->rstart = 0;
+  }
+  net_resume(c);
+}
+
 void net_unpark_read(co_t *co, void *data) {
   net_conn_t *c = data;
   if (c->rco == co) c->rco = NULL;
