@@ -48,7 +48,21 @@ function C.fault(where, req, flags)
 end
 
 -- write_port(flags, srv): tells whoever started us where we listen.
+-- With --watch-parent PID the service also exits once that process is
+-- gone (the test suite passes its own pid, so that a test that fails or
+-- is killed leaves no service behind).
 function C.write_port(flags, srv)
+  local parent = flags.watch_parent
+  if parent then
+    orrery.go(function()
+      while orrery.sleep(0.5) do
+        local f = io.open("/proc/" .. parent .. "/stat")
+        local st = f and f:read("*a"):match("^%d+ %b() (%a)")
+        if f then f:close() end
+        if st == nil or st == "Z" then os.exit(0) end
+      end
+    end)
+  end
   print(("%s listening on http://127.0.0.1:%d"):format(flags.name or "service", srv.port))
   io.stdout:flush()
   if flags.port_file then

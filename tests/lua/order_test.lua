@@ -15,6 +15,9 @@ local EX = root .. "examples/order/"
 local q = T.shquote
 local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "1000")
 
+-- The services exit when this process is gone, even if a test failed.
+local MY_PID = io.open("/proc/self/stat"):read("*a"):match("^(%d+)")
+
 local function tmpdir()
   local p = io.popen("mktemp -d")
   local d = p:read("*l")
@@ -26,7 +29,8 @@ end
 local function start(dir, name, script, args)
   local pf = dir .. name .. ".port"
   os.remove(pf)
-  local cmd = { q(T.exe), q(EX .. script), "--port-file", q(pf), "--db", q(dir .. name .. ".db") }
+  local cmd = { q(T.exe), q(EX .. script), "--port-file", q(pf), "--db", q(dir .. name .. ".db"),
+    "--watch-parent", MY_PID }
   for _, a in ipairs(args or {}) do cmd[#cmd + 1] = q(a) end
   local h = io.popen(table.concat(cmd, " ") .. " >>" .. q(dir .. name .. ".log") .. " 2>&1 & echo $!")
   local pid = h:read("*l")
