@@ -113,15 +113,17 @@ struct sq_db {
   int lua_gone;           /* the userdata was collected */
   uint64_t tx_id;         /* of the open (or last) transaction */
   uint64_t nbatches, nops;
+  uint64_t work_ns; /* time the jobs took on the pool, summed */
   sq_cached cache[CACHE_SLOTS];
 };
 
 typedef struct {
   uv_work_t req;
   sq_db *db;
-  sq_op *ops; /* the operations it runs, linked through next */
-  int kind;   /* OP_* of its operations */
-  int in_tx;  /* they belong to the interactive transaction */
+  sq_op *ops;  /* the operations it runs, linked through next */
+  int kind;    /* OP_* of its operations */
+  int in_tx;   /* they belong to the interactive transaction */
+  uint64_t ns; /* how long job_work took (read after the job) */
 } sq_job;
 
 typedef struct {
@@ -464,8 +466,16 @@ static void group_run(sq_db *db, sq_op *ops) {
   }
 }
 
+static void job_run(sq_job *j);
+
 static void job_work(uv_work_t *req) {
   sq_job *j = req->data;
+  uint64_t t0 = uv_hrtime();
+  job_run(j);
+  j->ns = uv_hrtime() - t0;
+}
+
+static void job_run(sq_job *j) {
   sq_db *db = j->db;
   const char *msg = NULL;
   switch (j->kind) {
@@ -538,6 +548,7 @@ static void job_after(uv_work_t *req, int status) {
   sq_job *j = req->data;
   sq_db *db = j->db;
   host_t *h = db->host;
+  db->work_ns += j->ns;
   db->busy = 0;
   if (j->kind == OP_BEGIN && !j->ops->err) {
     db->in_tx = 1;
@@ -587,6 +598,7 @@ static int start_job(sq_db *db, sq_op *ops, int kind, int in_tx) {
   j->ops = ops;
   j->kind = kind;
   j->in_tx = in_tx;
+  j->ns = 0;
   int r = uv_queue_work(db->host->loop, &j->req, job_work, job_after);
   if (r) {
     free(j);
@@ -1076,7 +1088,8 @@ static int db_gc(lua_State *L) {
   return 0;
 }
 
-/* stats(db) -> { batches, ops, queued, busy, in_tx, closed } */
+/* stats(db) -> { batches, ops, queued, busy, in_tx, closed, tx_id,
+ * work_seconds } */
 static int l_stats(lua_State *L) {
   sq_db *db = check_db(L, 1);
   lua_createtable(L, 0, 6);
@@ -1097,6 +1110,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "closed");
   lua_pushnumber(L, (lua_Number)db->tx_id);
   lua_setfield(L, -2, "tx_id");
+  lua_pushnumber(L, (lua_Number)db->work_ns / 1e9);
+  lua_setfield(L, -2, "work_seconds");
   return 1;
 }
 

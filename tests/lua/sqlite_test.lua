@@ -78,6 +78,8 @@ T.test("a failing statement reports to its caller; its group still commits", fun
   T.eq(assert(db:exec("SELECT count(*) AS n FROM t"))[1].n, 1 + n - 5)
   local st = db:stats()
   T.ok(st.batches < st.ops, "statements were grouped: " .. st.batches .. " batches for " .. st.ops)
+  T.ok(st.work_seconds > 0, "the jobs' time is counted")
+  T.eq(st.queued, 0)
 end)
 
 T.test("a batch is all or nothing, and names the failing statement", function()
