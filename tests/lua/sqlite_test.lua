@@ -215,6 +215,35 @@ T.test("a cancelled wait returns at once; the statement still runs", function()
   T.eq(assert(db:exec("SELECT count(*) AS n FROM t WHERE k = 'late'"))[1].n, 1)
 end)
 
+T.test("a transaction cancelled while its BEGIN runs rolls back; the handle goes on", function()
+  local db = fresh()
+  local sched = require "orrery.sched"
+  for _, when in ipairs { "before", "during" } do
+    local ctx, cancel = orrery.context.with_cancel()
+    if when == "before" then cancel() end
+    local ran = false
+    local out = T.spawn(function()
+      return sched.with_ctx(ctx, function()
+        return db:transaction(function(tx)
+          ran = true
+          return tx:exec("INSERT INTO t (k) VALUES (?)", "cancelled " .. when)
+        end)
+      end)
+    end)
+    -- "during": the BEGIN is on the pool when the context ends; the
+    -- loop cannot have taken its result yet
+    if when == "during" then orrery.yield(); cancel() end
+    T.eq(out:recv(), { true, nil, "canceled" }, when)
+    T.eq(ran, false, when .. ": the body never ran")
+    -- the BEGIN that completed for nobody was rolled back: the handle
+    -- takes other work, and a transaction of its own
+    T.eq(assert(db:exec("SELECT count(*) AS n FROM t WHERE k = ?", "cancelled " .. when))[1].n, 0)
+    assert(db:transaction(function(tx) return tx:exec("INSERT INTO t (k) VALUES (?)", "after " .. when) end))
+    T.eq(assert(db:exec("SELECT count(*) AS n FROM t WHERE k = ?", "after " .. when))[1].n, 1)
+    T.eq(db:stats().in_tx, false, when)
+  end
+end)
+
 T.test("an unreferenced handle is closed by the collector", function()
   local path = tmpdb()
   do
