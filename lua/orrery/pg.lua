@@ -6,6 +6,7 @@
 local core = require "orrery.pg.core"
 local sched = require "orrery.sched"
 local check = require "orrery.check"
+local dbc = require "orrery.db"
 local net = require "orrery.net"
 
 local PARKED = sched.PARKED
@@ -14,27 +15,11 @@ local type, error, setmetatable, tostring = type, error, setmetatable, tostring
 
 local M = {}
 
-local BLOB = {}
-BLOB.__index = BLOB
-
 --- pg.blob(s) -> a parameter that binds s as bytea
-function M.blob(s)
-  if type(s) ~= "string" then
-    error("orrery.pg.blob: bad argument #1 (string expected, got " .. type(s) .. ")", 2)
-  end
-  return setmetatable({ blob = s }, BLOB)
-end
+M.blob = dbc.blob_fn("orrery.pg.blob")
 
--- Waits for an operation that core queued: r, slot, u are core's answer.
-local function wait(r, slot, u)
-  if r ~= PARKED then return r, slot end
-  local code = park(slot)
-  if code < 0 then
-    core.release(u)
-    return nil, wake_err(code)
-  end
-  return core.result(u)
-end
+-- Waits for an operation that core queued (orrery.db).
+local wait = dbc.waiter(core)
 
 -- The URL with its password masked, for db:url() and logs.
 local function mask(url)

@@ -5,34 +5,18 @@
 local core = require "orrery.sqlite.core"
 local sched = require "orrery.sched"
 local check = require "orrery.check"
+local dbc = require "orrery.db"
 
 local PARKED = sched.PARKED
-local park, wake_err = sched.park, sched.wake_err
 local select, type = select, type
 
 local M = {}
 
-local BLOB = {}
-BLOB.__index = BLOB
-
 --- sqlite.blob(s) -> a parameter that binds s as a BLOB
-function M.blob(s)
-  if type(s) ~= "string" then
-    error("orrery.sqlite.blob: bad argument #1 (string expected, got " .. type(s) .. ")", 2)
-  end
-  return setmetatable({ blob = s }, BLOB)
-end
+M.blob = dbc.blob_fn("orrery.sqlite.blob")
 
--- Waits for an operation that core queued: r1, r2 are core's answer.
-local function wait(r, slot, op)
-  if r ~= PARKED then return r, slot end
-  local code = park(slot)
-  if code < 0 then
-    core.release(op) -- it still runs; a BEGIN nobody waits for rolls back
-    return nil, wake_err(code)
-  end
-  return core.result(op)
-end
+-- Waits for an operation that core queued (orrery.db).
+local wait = dbc.waiter(core)
 
 -- A wait that neither a timeout nor a cancellation ends: for writes whose
 -- caller must know the outcome (the saga journal). The coroutine resumes
