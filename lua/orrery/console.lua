@@ -79,7 +79,7 @@ end
 -- the channels, mutexes, ... it names (a leak of one coroutine per
 -- request parks each on its own channel: one group, not one per id).
 local function wait_kind(what)
-  return (what:gsub(", %d+%.%d+s.*$", ""):gsub(" #%d+", ""))
+  return (what:gsub(", %d+%.%d+s.*$", ""):gsub(" %(chan #%d+%)", ""):gsub(" #%d+", ""))
 end
 
 --- console.dump([filter]) -> text: orrery.dump() of the matching coroutines.
