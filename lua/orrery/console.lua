@@ -192,6 +192,17 @@ end
 function M.breakers() return require("orrery.breaker").list() end
 function M.limiters() return require("orrery.limit").list() end
 
+--- console.sagas() -> list of def:stats(): each saga definition of this
+-- process with its instances in flight by state and those it finished
+-- (empty when the service does not use orrery.saga).
+function M.sagas()
+  local saga = package.loaded["orrery.saga"]
+  local out = {}
+  if not saga then return out end
+  for i, d in ipairs(saga.list()) do out[i] = d:stats() end
+  return out
+end
+
 --- console.memory() -> { lua_bytes, used, limit, failures, rss_bytes }
 function M.memory()
   local m = orrery.memory and orrery.memory() or {}
@@ -260,6 +271,7 @@ console commands (also in require "orrery.console"):
                                      also a filter: dump{leaked=true}
   channels()                         named channels: len, cap, closed
   breakers(), limiters()             circuit breakers and rate limiters
+  sagas()                            sagas in flight by state, and finished
   memory(), lag(), stats()           memory, loop lag, scheduler counts
   profile(seconds, {file=, format=}) a CPU profile: the top functions, or
                                      written to file (pprof or folded)
@@ -281,7 +293,7 @@ end
 -- followed by arguments that do not make Lua of the line, is a call
 -- (`profile 5`, `waits 60`, `dump`).
 local COMMANDS = { coroutines = true, dump = true, waits = true, leaks = true, channels = true, breakers = true,
-  limiters = true, memory = true, lag = true, profile = true, stats = true, help = true }
+  limiters = true, sagas = true, memory = true, lag = true, profile = true, stats = true, help = true }
 
 -- compile(src) -> f, err, more, command: as eval.compile, and whether the
 -- line was a command typed as a word.

@@ -717,10 +717,43 @@ end
 
 -- r:handler() -> an HTTP handler (router:get("/metrics", r:handler()))
 -- that answers in the format the scraper's Accept header asks for.
+-- The loop's lag as the last scrape saw it: how long a coroutine that
+-- asked to run waited for its turn (what console.lag() measures).
+local last_lag = 0
+local function measure_lag()
+  local orrery = package.loaded["orrery"]
+  if not orrery then return end
+  local t0 = orrery.now()
+  orrery.sleep(0)
+  last_lag = orrery.now() - t0
+end
+
+-- Full collection cycles of the Lua heap, counted by a sentinel whose
+-- finalizer runs once per cycle and makes the next one (not once the
+-- state is closing).
+local gc_cycles, gc_closing = 0, false
+local function gc_sentinel()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    gc_cycles = gc_cycles + 1
+    if not gc_closing then gc_sentinel() end
+  end
+end
+gc_sentinel()
+do
+  local sched = require "orrery.sched"
+  local prev = sched.handlers.exit
+  sched.handlers.exit = function(code)
+    gc_closing = true
+    if prev then prev(code) end
+  end
+end
+
 function Registry:handler()
   check_reg(self, "handler")
   local reg = self
   return function(req)
+    measure_lag()
     local format = M.negotiate(req.header and req:header("accept") or nil)
     local text, ctype = reg:expose(format)
     return 200, text, { ["Content-Type"] = ctype }
@@ -791,6 +824,19 @@ function M.runtime(r)
     help = "Log lines dropped because the log writer's queue was full (the output did not keep up)." }
   local logqueue = g { name = "orrery_log_queue_bytes",
     help = "Bytes of log lines handed to the log writer and not yet written." }
+  local lag = g { name = "orrery_loop_lag_seconds", unit = "seconds",
+    help = "How long a coroutine that asked to run waited for its turn, measured at the last scrape." }
+  local gcs = c { name = "orrery_lua_gc_cycles_total", help = "Full collection cycles of the Lua heap." }
+  local rcalls = c { name = "orrery_retry_calls_total", labels = { "policy" },
+    help = "Calls through each named retry policy." }
+  local rattempts = c { name = "orrery_retry_attempts_total", labels = { "policy" },
+    help = "Attempts made by each named retry policy (first tries included)." }
+  local rfail = c { name = "orrery_retry_failures_total", labels = { "policy" },
+    help = "Calls that failed after their last attempt, by retry policy." }
+  local sinst = g { name = "orrery_saga_instances", labels = { "saga", "state" },
+    help = "Saga instances this process drives, by state (running, compensating)." }
+  local sfin = c { name = "orrery_saga_finished_total", labels = { "saga", "state" },
+    help = "Saga instances this process finished, by end state (completed, compensated, compensation_failed)." }
   r:on_collect(function()
     local orrery = package.loaded["orrery"]
     if orrery then
@@ -804,10 +850,13 @@ function M.runtime(r)
       timers:set(st.timers)
     end
     lmem:set(floor(collectgarbage("count") * 1024))
+    put(lag, last_lag)
+    put(gcs, gc_cycles)
     rss:set(proc_status("VmRSS") or 0)
     vsz:set(proc_status("VmSize") or 0)
     -- Objects come and go (breakers are collected): start over each time.
-    for _, m in ipairs({ bstate, bcalls, bchanges, lallowed, lrejected, lflight, lwaiting, ltokens }) do
+    for _, m in ipairs({ bstate, bcalls, bchanges, lallowed, lrejected, lflight, lwaiting, ltokens,
+        rcalls, rattempts, rfail, sinst, sfin }) do
       m:reset()
     end
     local breaker = package.loaded["orrery.breaker"]
@@ -834,6 +883,24 @@ function M.runtime(r)
         elseif s.tokens then
           put(ltokens, s.tokens, s.name)
         end
+      end
+    end
+    local retry = package.loaded["orrery.retry"]
+    if retry then
+      for _, p in ipairs(retry.list()) do
+        local s = p:stats()
+        add(rcalls, s.calls, s.name)
+        add(rattempts, s.attempts, s.name)
+        add(rfail, s.failures, s.name)
+      end
+    end
+    local saga = package.loaded["orrery.saga"]
+    if saga then
+      for _, d in ipairs(saga.list()) do
+        local s = d:stats()
+        add(sinst, s.running, s.name, "running")
+        add(sinst, s.compensating, s.name, "compensating")
+        for _, k in ipairs { "completed", "compensated", "compensation_failed" } do add(sfin, s[k], s.name, k) end
       end
     end
     local log = package.loaded["orrery.log"]
@@ -877,6 +944,8 @@ function M.http_server(reg)
       unit = "seconds", labels = { "method", "route" }, max_series = HTTP_MAX_SERIES }, F),
     active = define(reg, "gauge", { name = "http_server_active_requests",
       help = "HTTP requests being handled." }, F),
+    connections = define(reg, "gauge", { name = "http_server_open_connections",
+      help = "Client connections open to HTTP servers." }, F),
   }
   reg.http_server_families = f
   return f

@@ -22,6 +22,17 @@ local M = {}
 M.STATES = { "running", "compensating", "completed", "compensated", "compensation_failed" }
 local FINAL = sj.FINAL
 
+-- The definitions of this process, for saga.list() (console, metrics).
+local defs = setmetatable({}, { __mode = "k" })
+
+--- saga.list() -> the definitions made in this process (by name order)
+function M.list()
+  local out = {}
+  for d in pairs(defs) do out[#out + 1] = d end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
 local now = require("orrery.ffi").orrery_ffi_wall_now
 
 -- -- Identifiers --
@@ -186,6 +197,7 @@ function M.define(spec)
     end
   end
   local def = setmetatable({ name = spec.name, version = version, steps = steps, by_name = by_name,
+    live = {}, finished = {},
     pivot = pivot, journal = j, inflight = {}, on_compensation_failed = spec.on_compensation_failed,
     versions = versions, reported = {} }, Def)
   local every = spec.recover_interval
@@ -193,6 +205,7 @@ function M.define(spec)
   if every ~= false and (type(every) ~= "number" or every <= 0) then
     check.bad_opt(F, "recover_interval", "positive number of seconds or false", every, 3)
   end
+  defs[def] = true
   if spec.recover ~= false then
     -- A pass at once, then one every `every` seconds: it takes up the
     -- instances that `orrery saga retry|skip` handed back and, on a
@@ -274,6 +287,9 @@ end
 local function finish(inst, state, result, err)
   inst.state = state
   inst.result, inst.error = result, err
+  local def = inst.def
+  if def.live[inst.id] == inst then def.live[inst.id] = nil end
+  if FINAL[state] then def.finished[state] = (def.finished[state] or 0) + 1 end
   local w = inst.def.inflight[inst.id]
   inst.def.inflight[inst.id] = nil
   if w then
@@ -405,6 +421,7 @@ end
 local function new_inst(def, id, key, input, parent)
   local inst = { def = def, journal = def.journal, id = id, key = key, input = input, seq = 0,
     results = {}, done = {}, state = "running" }
+  def.live[id] = inst
   -- The instance's own context: cancelled when its lease is lost, which
   -- ends the step's waits; the instance is then no longer driven here.
   local ctx, cancel = context.with_cancel(parent)
@@ -517,6 +534,19 @@ function Def:wait(id)
   local row, err = self.journal:find(id)
   if not row then return nil, err or "not_found" end
   return wait_existing(self, row)
+end
+
+--- def:stats() -> { name, version, running, compensating, completed,
+--- compensated, compensation_failed }: the instances this process drives
+--- now, by state, and those it finished since it started, by end state.
+function Def:stats()
+  if getmetatable(self) ~= Def then error("orrery.saga.stats: bad self (call it as def:stats())", 2) end
+  local st = { name = self.name, version = self.version, running = 0, compensating = 0 }
+  for _, inst in pairs(self.live) do
+    if st[inst.state] then st[inst.state] = st[inst.state] + 1 end
+  end
+  for _, k in ipairs { "completed", "compensated", "compensation_failed" } do st[k] = self.finished[k] or 0 end
+  return st
 end
 
 --- def:get(key_or_id) -> { id, key, state, input, result, error, history } | nil, "not_found"

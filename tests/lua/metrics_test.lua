@@ -272,6 +272,47 @@ T.test("built-in metrics: runtime, breakers and limiters in the default registry
   T.ok(cb and tb and bh)
 end)
 
+T.test("built-in metrics: loop lag, GC cycles, named retry policies, sagas", function()
+  local orrery = require "orrery"
+  local retry = require "orrery.retry"
+  local saga = require "orrery.saga"
+  local p = retry.new { name = "upstream_test", max_attempts = 3, initial = 0 }
+  local n = 0
+  T.eq(p:call(function() n = n + 1; if n < 2 then return nil, "busy" end; return "ok" end), "ok")
+  T.eq({ p:call(function() return nil, "down" end) }, { nil, "down" })
+  local dir = io.popen("mktemp -d"):read("*l")
+  local gate = orrery.chan()
+  local def = saga.define { name = "metrics_test_saga", journal = dir .. "/j.db", recover = false,
+    steps = { { name = "wait", action = function(sc)
+      if sc.input.fail then return nil, "failed" end
+      return gate:recv()
+    end } } }
+  T.eq({ def:run({ fail = true }, { key = "failing" }) }, { nil, "failed" })
+  local id = assert(def:start({}, { key = "held" }))
+  collectgarbage()
+  collectgarbage()
+  -- scraped through the handler, which measures the loop's lag first
+  local _, text = metrics.handler()({ header = function() return nil end })
+  local set = lines(text)
+  T.match(text, "\norrery_loop_lag_seconds [%d.e-]+\n")
+  local cycles = tonumber(text:match("\norrery_lua_gc_cycles_total (%d+)\n"))
+  T.ok(cycles and cycles >= 2, "two full collections counted")
+  T.ok(set['orrery_retry_calls_total{policy="upstream_test"} 2'])
+  T.ok(set['orrery_retry_attempts_total{policy="upstream_test"} 5'])
+  T.ok(set['orrery_retry_failures_total{policy="upstream_test"} 1'])
+  T.ok(set['orrery_saga_instances{saga="metrics_test_saga",state="running"} 1'], "held runs")
+  T.ok(set['orrery_saga_finished_total{saga="metrics_test_saga",state="compensated"} 1'], "failing compensated")
+  gate:send("shipped")
+  T.eq(def:wait(id), "shipped")
+  set = lines(metrics.expose())
+  T.ok(set['orrery_saga_instances{saga="metrics_test_saga",state="running"} 0'])
+  T.ok(set['orrery_saga_finished_total{saga="metrics_test_saga",state="completed"} 1'])
+  local st = def:stats()
+  T.eq({ st.running, st.completed, st.compensated }, { 0, 1, 1 })
+  T.eq(require("orrery.console").sagas()[1].name, "metrics_test_saga")
+  os.execute("rm -rf " .. dir)
+end)
+
 T.test("orrery.stats() counts coroutines by state", function()
   local orrery = require "orrery"
   local ch = orrery.chan()

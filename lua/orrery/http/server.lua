@@ -562,6 +562,7 @@ local function serve_conn(srv, c, id, ctx, cancel)
   live[id] = nil
   srv.conns[id] = nil
   srv.nconns = srv.nconns - 1
+  if srv.mx then srv.mx.connections:dec() end
   hcore.close(c, (st.abort or ctx.e) and 0 or srv.linger)
   cancel()
   if srv.closing and srv.nconns == 0 and not srv.drained_ch:closed() then
@@ -592,6 +593,7 @@ local function accept_loop(srv)
         conn:close(1)
       else
         srv.nconns = srv.nconns + 1
+        if srv.mx then srv.mx.connections:inc() end
         next_id = next_id + 1
         if next_id > 0x7fffffff then next_id = 1 end
         local ctx, cancel = context.with_cancel(srv.base)
