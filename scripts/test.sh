@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 # The real peers some tests start on loopback (nginx as an upstream,
-# promtool and a strict OpenMetrics parser, sslscan), installed here rather
+# promtool and a strict OpenMetrics parser, sslscan, PostgreSQL, and Go for
+# `go tool pprof` reading our profiles), installed here rather
 # than inside a test file, whose run has a time limit.
-scripts/deps.sh nginx prometheus python3-prometheus-client sslscan postgresql
+scripts/deps.sh nginx prometheus python3-prometheus-client sslscan postgresql golang-go
 bin=$(scripts/build.sh release)
 echo "== tests (release)"
 "$bin" test tests
