@@ -70,15 +70,15 @@ T.test("a saga that succeeds runs every step once, in order, and records it all"
     "step_done/ship", "finished" })
 end)
 
-T.test("a failure at each step compensates it and the steps before it, last first", function()
-  -- a failure may have taken effect (a call whose answer was lost): the
-  -- failed step is compensated first
-  local undo = { create = { "cancel" }, charge = { "refund", "cancel" },
-    reserve = { "release", "refund", "cancel" }, ship = { "unship", "release", "refund", "cancel" } }
+-- Fails the saga at each step in turn, the way `how` says ("refuse" or
+-- a plain failure), and checks what ran: the steps up to the failing one,
+-- then undo[step] in order.
+local function fail_each(prefix, how, undo)
   local journal = tmpdb()
   for _, at in ipairs { "create", "charge", "reserve", "ship" } do
-    local def, log = order_saga(journal, { name = "fail-" .. at,
-      fail = { [at] = function() return true end } })
+    local def, log = order_saga(journal, { name = prefix .. at,
+      charge_retry = { max_attempts = 3, initial = 0 },
+      fail = { [at] = function() return how end } })
     local r, err = def:run({})
     T.eq({ r, err }, { nil, at .. " failed" })
     local expect = { "create", "charge", "reserve", "ship" }
@@ -87,28 +87,21 @@ T.test("a failure at each step compensates it and the steps before it, last firs
     local want = {}
     for k = 1, i do want[k] = expect[k] end
     for _, u in ipairs(undo[at]) do want[#want + 1] = u end
-    T.eq(log, want, "failure at " .. at)
+    T.eq(log, want, tostring(how) .. " at " .. at)
   end
+end
+
+T.test("a failure at each step compensates it and the steps before it, last first", function()
+  -- a failure may have taken effect (a call whose answer was lost): the
+  -- failed step is compensated first (and a charge that keeps failing is
+  -- retried by its policy, then compensated)
+  fail_each("fail-", true, { create = { "cancel" }, charge = { "charge", "charge", "refund", "cancel" },
+    reserve = { "release", "refund", "cancel" }, ship = { "unship", "release", "refund", "cancel" } })
 end)
 
 T.test("a refusal (saga.refuse) is not retried and not compensated", function()
-  local undo = { create = {}, charge = { "cancel" }, reserve = { "refund", "cancel" },
-    ship = { "release", "refund", "cancel" } }
-  local journal = tmpdb()
-  for _, at in ipairs { "create", "charge", "reserve", "ship" } do
-    local def, log = order_saga(journal, { name = "refuse-" .. at,
-      charge_retry = { max_attempts = 3, initial = 0 },
-      fail = { [at] = function() return "refuse" end } })
-    local r, err = def:run({})
-    T.eq({ r, err }, { nil, at .. " failed" })
-    local expect = { "create", "charge", "reserve", "ship" }
-    local i = 1
-    while expect[i] ~= at do i = i + 1 end
-    local want = {}
-    for k = 1, i do want[k] = expect[k] end
-    for _, u in ipairs(undo[at]) do want[#want + 1] = u end
-    T.eq(log, want, "failure at " .. at)
-  end
+  fail_each("refuse-", "refuse", { create = {}, charge = { "cancel" }, reserve = { "refund", "cancel" },
+    ship = { "release", "refund", "cancel" } })
 end)
 
 T.test("an action that raises is compensated too; after the pivot a refusal is retried", function()
