@@ -39,7 +39,7 @@ local srv = assert(http.listen(app, {
   access_log = os.getenv("ACCESS_LOG") == "1",
 }))
 print(("listening on http://%s:%d pid %d"):format(srv.host, srv.port,
-  tonumber(io.open("/proc/self/stat"):read("*l"):match("^(%d+)"))))
+  orrery.pid()))
 io.stdout:flush()
 srv:wait() -- until SIGTERM/SIGINT has drained the server
 print("stopped")

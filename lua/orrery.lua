@@ -46,6 +46,15 @@ function M.id()
   return tonumber(C.orrery_ffi_co_id())
 end
 
+-- pid() -> the process id (io.popen's /proc/self is the shell's, and
+-- reading /proc/self/stat for it was repeated across the modules).
+do
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int getpid(void);")
+  local libc = ffi.C
+  function M.pid() return tonumber(libc.getpid()) end
+end
+
 -- Misuse errors are raised at level 2 from the public function itself:
 -- a helper that raised for it would have to count frames, and a tail call
 -- (`return helper(...)`) removes the public function's frame, so that the

@@ -24,12 +24,7 @@ function C.flags(...)
   return f
 end
 
-local function pid()
-  local h = io.open("/proc/self/stat")
-  local p = h:read("*a"):match("^(%d+)")
-  h:close()
-  return p
-end
+local pid = orrery.pid
 C.pid = pid
 
 -- fault(where, req, flags): injects what the request's X-Fault header or

@@ -503,9 +503,7 @@ function M.listen(addr, opts)
   end
   if not lis then return nil, err end
   local ctx, cancel = context.with_cancel(context.without_cancel(context.background()))
-  local f = io.open("/proc/self/stat")
-  local pid = f and f:read("*l"):match("^(%d+)")
-  if f then f:close() end
+  local pid = orrery.pid()
   local srv = setmetatable({ lis = lis, path = not host and addr or nil, ctx = ctx, cancel = cancel,
     pid = pid, sessions = 0, attached = 0, failures = 0, handshakes = 0 }, Console)
   if host then

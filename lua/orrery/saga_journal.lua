@@ -267,12 +267,7 @@ local function host_name()
   return h or os.getenv("HOSTNAME") or "host"
 end
 
-local function pid()
-  local f = io.open("/proc/self/stat")
-  local p = f and f:read("*l"):match("^(%d+)")
-  if f then f:close() end
-  return p or "0"
-end
+local function pid() return require("orrery").pid() end
 
 local function array(ids)
   return "{" .. table.concat(ids, ",") .. "}"

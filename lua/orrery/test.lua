@@ -117,6 +117,16 @@ function M.test(name, fn, opts)
 end
 setmetatable(M, { __call = function(_, ...) return M.test(...) end })
 
+-- free_port() -> a TCP port on 127.0.0.1 that was free a moment ago, for
+-- a server of another program (nginx, PostgreSQL, Prometheus) that a test
+-- starts: listened on with port 0, then closed.
+function M.free_port()
+  local l = assert(require("orrery.net").listen { host = "127.0.0.1", port = 0 })
+  local port = l.port
+  l:close()
+  return port
+end
+
 -- The orrery executable, for tests that run a child process.
 M.exe = (function()
   local p = io.popen("readlink /proc/" .. "self/exe 2>/dev/null")
@@ -125,9 +135,7 @@ M.exe = (function()
   return s
 end)()
 do -- /proc/self in popen is the shell; ask for our own pid instead
-  local f = io.open("/proc/self/stat")
-  local pid = f and f:read("*l"):match("^(%d+)")
-  if f then f:close() end
+  local pid = require("orrery").pid()
   if pid then
     local p = io.popen("readlink /proc/" .. pid .. "/exe")
     M.exe = p:read("*l") or M.exe

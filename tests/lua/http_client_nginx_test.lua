@@ -10,7 +10,6 @@
 -- that fails.
 local T = require "orrery.test"
 local http = require "orrery.http"
-local net = require "orrery.net"
 
 local root = (debug.getinfo(1, "S").source:match("^@(.*)tests/lua/http_client_nginx_test%.lua$") or "")
 local certs = dofile(root .. "tests/lua/tls_certs.lua")
@@ -44,13 +43,6 @@ local dir, port, base
 -- The HTTPS server: its URL, and the certificates (nil without openssl).
 local tls_port, tls_base, S
 
-local function free_port()
-  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
-  local p = l.port
-  l:close()
-  return p
-end
-
 -- The HTTPS server: a certificate for localhost from a test CA, client
 -- certificates from another CA asked for (optional), and /conn answering
 -- with what nginx knows of the connection.
@@ -60,7 +52,7 @@ local function tls_server()
   S:ca("ca", "Orrery Test CA"):ca("clients", "Orrery Clients CA")
   S:leaf("server", { ca = "ca", cn = "localhost", san = "DNS:localhost,IP:127.0.0.1", usage = "serverAuth" })
   S:leaf("alice", { ca = "clients", cn = "alice", usage = "clientAuth" })
-  tls_port = free_port()
+  tls_port = T.free_port()
   tls_base = "https://localhost:" .. tls_port
   return ([[
   server {
@@ -82,7 +74,7 @@ local function tls_server()
 end
 
 local function start()
-  port = free_port()
+  port = T.free_port()
   local rc, out = sh("mktemp -d /tmp/orrery-nginx.XXXXXX")
   assert(rc == 0, out)
   dir = out:match("(%S+)")

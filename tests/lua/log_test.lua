@@ -530,9 +530,7 @@ T.test("SIGHUP reopens the log file (logrotate's rename, then HUP)", function()
     local log = require "orrery.log"
     local ffi = require "ffi"
     ffi.cdef "int kill(int pid, int sig);"
-    local f = io.open("/proc/self/stat")
-    local pid = tonumber(f:read("*l"):match("^(%d+)"))
-    f:close()
+    local pid = require("orrery").pid()
     assert(log.open(LOG))
     log.info("before rotation")
     log.flush()
@@ -563,9 +561,7 @@ T.test("without a log file, SIGHUP keeps its default and ends the process", func
   local st = T.script([[
     local ffi = require "ffi"
     ffi.cdef "int kill(int pid, int sig);"
-    local f = io.open("/proc/self/stat")
-    local pid = tonumber(f:read("*l"):match("^(%d+)"))
-    f:close()
+    local pid = require("orrery").pid()
     require "orrery.log".info("stderr only")
     ffi.C.kill(pid, 1)
     require("orrery").sleep(5)

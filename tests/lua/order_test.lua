@@ -16,7 +16,7 @@ local q = T.shquote
 local SAGAS = tonumber(os.getenv("ORDER_SAGAS") or "1000")
 
 -- The services exit when this process is gone, even if a test failed.
-local MY_PID = io.open("/proc/self/stat"):read("*a"):match("^(%d+)")
+local MY_PID = orrery.pid()
 
 local function tmpdir()
   local p = io.popen("mktemp -d")

@@ -88,20 +88,6 @@ local function as_user(user)
   return function(cmd) return "su -s /bin/sh " .. user .. " -c " .. shquote(cmd) end
 end
 
-local function free_port()
-  local net = require "orrery.net"
-  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
-  local port = l.port
-  l:close()
-  return port
-end
-
-local function my_pid()
-  local f = io.open("/proc/self/stat")
-  local pid = f and f:read("*l"):match("^(%d+)")
-  if f then f:close() end
-  return pid
-end
 
 -- start([opts]) -> cluster | nil, err. opts.settings is a table of
 -- server settings (-c name=value; e.g. { fsync = "off" }); opts.db the
@@ -154,7 +140,7 @@ function M.start(opts)
   -- A port taken between choosing it and the server binding it: try again.
   local ok, err
   for _ = 1, 3 do
-    c.port = free_port()
+    c.port = require("orrery.test").free_port()
     ok, err = up()
     if ok then break end
   end
@@ -171,7 +157,7 @@ function M.start(opts)
     down()
     return fail("CREATE DATABASE", cerr)
   end
-  local pid = my_pid()
+  local pid = require("orrery").pid()
   if pid then
     -- The watcher: once this process is gone, the cluster goes too.
     local stop_cmd = run(("%s/pg_ctl -D %s -m immediate stop"):format(shquote(bin), shquote(data)))

@@ -43,20 +43,6 @@ local function prometheus_bin()
   return path
 end
 
-local function free_port()
-  local net = require "orrery.net"
-  local l = assert(net.listen { host = "127.0.0.1", port = 0 })
-  local port = l.port
-  l:close()
-  return port
-end
-
-local function my_pid()
-  local f = io.open("/proc/self/stat")
-  local pid = f:read("*l"):match("^(%d+)")
-  f:close()
-  return pid
-end
 
 -- start(target) -> { port, dir, stop() }: Prometheus scraping target
 -- ("127.0.0.1:PORT") every 200 ms.
@@ -80,7 +66,7 @@ scrape_configs:
   f:close()
   assert(os.execute("mkdir -p " .. shquote(dir .. "/data")))
   if user then assert(os.execute("chown -R " .. user .. " " .. shquote(dir))) end
-  local port = free_port()
+  local port = T.free_port()
   local cmd = ("%s --config.file=%s --storage.tsdb.path=%s --web.listen-address=127.0.0.1:%d"
     .. " --log.level=warn"):format(shquote(bin), shquote(dir .. "/prometheus.yml"),
     shquote(dir .. "/data"), port)
@@ -94,7 +80,7 @@ scrape_configs:
   local pid = pf:read("*l")
   pf:close()
   os.execute(("(while kill -0 %s 2>/dev/null; do sleep 1; done; kill %s 2>/dev/null; sleep 1; rm -rf %s)"
-    .. " >/dev/null 2>&1 &"):format(my_pid(), pid, shquote(dir)))
+    .. " >/dev/null 2>&1 &"):format(require("orrery").pid(), pid, shquote(dir)))
   local p = { port = port, dir = dir, pid = pid }
   function p.log()
     local lf = io.open(dir .. "/prometheus.log")

@@ -189,7 +189,7 @@ end)
 -- The child runs the saga and kills itself with SIGKILL inside step b.
 local CRASH = [[
   local saga = require "orrery.saga"
-  local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+  local pid = require("orrery").pid()
   local url, version = ...
   local j = assert(saga.journal(url, { lease = 0.5 }))
   local def = saga.define { name = "crashy", version = tonumber(version), journal = j, recover = false, steps = {
@@ -286,7 +286,7 @@ local CHILD = [[
   local pg = require "orrery.pg"
   local url, mode, n, gate, me, dir = ...
   n = tonumber(n)
-  local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+  local pid = require("orrery").pid()
   local function exists(p) local h = io.open(p); if h then h:close() end; return h ~= nil end
   local pf = io.open(dir .. "/" .. me .. ".pid", "w"); pf:write(pid); pf:close()
   while not exists(dir .. "/go") do orrery.sleep(0.01) end

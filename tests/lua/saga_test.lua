@@ -235,7 +235,7 @@ end)
 -- The child runs the saga and kills itself with SIGKILL inside `at`.
 local CHILD = [[
   local saga = require "orrery.saga"
-  local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+  local pid = require("orrery").pid()
   local at, journal, mode = ...
   local def = saga.define { name = "crashy", journal = journal, recover = false, steps = {
     { name = "a", action = function() return "a" end, compensate = function() return true end },
@@ -362,7 +362,7 @@ T.test("a shutdown during a step leaves the instance for recovery, not compensat
   local status, _, err = T.script([[
     local orrery = require "orrery"
     local saga = require "orrery.saga"
-    local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+    local pid = require("orrery").pid()
     local def = saga.define { name = "term", journal = ..., recover = false, steps = {
       { name = "a", action = function() return "a" end, compensate = function() print("undo a"); return true end },
       { name = "b", action = function()

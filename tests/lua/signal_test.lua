@@ -12,9 +12,7 @@ local PRELUDE = [[
 local orrery = require "orrery"
 local ffi = require "ffi"
 ffi.cdef "int kill(int pid, int sig);"
-local f = io.open("/proc/self/stat")
-local pid = f:read("*l"):match("^(%d+)")
-f:close()
+local pid = orrery.pid()
 local SIG = { INT = 2, QUIT = 3, TERM = 15 }
 local function kill(sig) ffi.C.kill(tonumber(pid), SIG[sig]) end
 io.stdout:setvbuf("line")
